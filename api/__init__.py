@@ -1,0 +1,49 @@
+"""Herald's HTTP API: a thin Flask app that validates, stores and dispatches.
+
+``create_app()`` is the factory (``gunicorn 'api:create_app()'``). Handlers validate the
+request fully before they store or dispatch anything; Redis pub/sub and SSE live
+elsewhere (``tasks`` publishes, ``streamer`` serves).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+
+from herald import config as herald_config
+from herald import services
+from herald.config import Config
+from herald.errors import ConfigError
+
+MAX_BODY_BYTES = 64 * 1024
+
+
+def create_app(config: Config | None = None) -> Flask:
+    """Build the API for ``config`` (default: from the environment)."""
+    from api import errors, events, health, inbox, jobs, notifications, tokens
+
+    try:
+        cfg = config or herald_config.get()
+    except ConfigError as exc:
+        raise SystemExit(f"herald api: configuration error: {exc}") from None
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["herald"] = services.build(cfg)
+    errors.register(app)
+    for module in (notifications, inbox, events, jobs, tokens, health):
+        app.register_blueprint(module.bp)
+    logging.getLogger(__name__).info("Herald API ready (redis %s, broker %s)",
+                                     _redact(cfg.redis_url), _redact(cfg.broker_url))
+    return app
+
+
+def _redact(url: str) -> str:
+    """The URL without its password, for logs."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url

@@ -1,0 +1,101 @@
+"""Error answers of the API: always JSON ``{"error": {"code", "message", "field"}}``.
+
+Every handler raises ``ApiError`` (or lets Flask raise an HTTP error) before it stores
+or dispatches anything, so an error answer means nothing changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import Flask, Response, jsonify
+from pydantic import ValidationError
+from werkzeug.exceptions import HTTPException
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "too_many_requests",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An answer other than success; ``field`` names the request part at fault."""
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 details: list[dict[str, Any]] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.details = details
+        self.headers = headers or {}
+
+    def response(self) -> Response:
+        body: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
+        if self.details:
+            body["details"] = self.details
+        answer = jsonify(error=body)
+        answer.status_code = self.status
+        answer.headers.update(self.headers)
+        return answer
+
+
+def invalid(field: str | None, message: str) -> ApiError:
+    """A 400 naming the field and the rule it breaks."""
+    return ApiError(400, "invalid_field", f"{field}: {message}" if field else message, field)
+
+
+def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
+    """A 400 from pydantic's errors: the first names the field, all are in ``details``."""
+    details = [_detail(error, prefix) for error in exc.errors(include_url=False)]
+    first = details[0]
+    if first["code"] == "json_invalid":
+        return ApiError(400, "invalid_json", f"body is not valid JSON: {first['message']}",
+                        None)
+    return ApiError(400, "invalid_field", f"{first['field']}: {first['message']}",
+                    first["field"], details=details)
+
+
+def _detail(error: Any, prefix: str) -> dict[str, Any]:
+    path = ".".join(str(part) for part in error["loc"])
+    field = ".".join(p for p in (prefix, path) if p) or None
+    return {"field": field, "message": error["msg"], "code": error["type"]}
+
+
+def register(app: Flask) -> None:
+    """Answer every error, including Flask's own, as JSON."""
+
+    @app.errorhandler(ApiError)
+    def _api_error(exc: ApiError) -> Response:
+        return exc.response()
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException) -> Response:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, "http_error")
+        message = exc.description or exc.name
+        if status == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            message = f"request body must be at most {limit} bytes"
+        answer = ApiError(status, code, message).response()
+        for name in ("Allow",):
+            value = exc.get_response().headers.get(name)
+            if value:
+                answer.headers[name] = value
+        return answer
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> Response:
+        log.exception("unhandled error")
+        return ApiError(500, "internal_error", "internal error; see the API log").response()

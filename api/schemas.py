@@ -1,0 +1,84 @@
+"""Request bodies of the API and the rules each field follows.
+
+Models are strict (no type coercion) and forbid unknown fields; a body that breaks a
+rule is answered 400 naming the field and the rule (see ``api.errors``). The same
+models describe the API in OpenAPI (JSON Schema 2020-12).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal, TypeVar
+
+from flask import Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from api.errors import ApiError, from_validation
+from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
+from herald.tokens import GRANT_RULE, MAX_GRANTS
+
+UserName = Annotated[str, StringConstraints(pattern=f"^{USER_RULE}$")]
+TopicName = Annotated[str, StringConstraints(pattern=f"^{TOPIC_RULE}$")]
+TopicGrant = Annotated[str, StringConstraints(pattern=f"^{GRANT_RULE}$")]
+EventType = Annotated[str, StringConstraints(pattern=f"^{TYPE_RULE}$")]
+NotificationId = Annotated[str, StringConstraints(pattern="^n_[0-9A-HJKMNP-TV-Z]{26}$")]
+Channel = Literal["inapp"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class NotificationIn(Strict):
+    """POST /api/notifications. Give ``recipients`` or ``topic``, not both."""
+
+    recipients: list[UserName] | None = Field(None, min_length=1)
+    topic: TopicName | None = None
+    title: str = Field(min_length=1, max_length=200)
+    body: str = Field("", max_length=4000)
+    data: dict[str, Any] = Field(default_factory=dict)
+    channels: list[Channel] = Field(default_factory=lambda: ["inapp"], min_length=1)
+
+
+class EventIn(Strict):
+    """POST /api/events: a raw event for callers that only need fan-out."""
+
+    topic: TopicName
+    type: EventType = "message"
+    data: Any = None
+
+
+class JobIn(Strict):
+    """POST /api/jobs. ``params`` are checked against the kind's own rules."""
+
+    kind: str = Field(min_length=1, max_length=100)
+    params: dict[str, Any] = Field(default_factory=dict)
+    owner: UserName
+
+
+class TokenIn(Strict):
+    """POST /api/tokens. ``ttl`` defaults to HERALD_TOKEN_TTL."""
+
+    user: UserName
+    topics: list[TopicGrant] = Field(default_factory=list, max_length=MAX_GRANTS)
+    ttl: int | None = Field(None, ge=1)
+
+
+class ReadIn(Strict):
+    """POST /api/users/<user>/notifications/read: ``ids`` or ``all``."""
+
+    ids: list[NotificationId] | None = Field(None, min_length=1, max_length=1000)
+    all: bool | None = None
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def parse(request: Request, model: type[Model]) -> Model:
+    """Validate a JSON request body against ``model``; raise ``ApiError`` otherwise."""
+    if not request.is_json:
+        raise ApiError(415, "unsupported_media_type",
+                       "Content-Type must be application/json")
+    try:
+        return model.model_validate_json(request.get_data(cache=True) or b"")
+    except ValidationError as exc:
+        raise from_validation(exc) from None

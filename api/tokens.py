@@ -1,0 +1,32 @@
+"""POST /api/tokens: mint a subscriber token for the streamer."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, jsonify, request
+
+from api.context import services
+from api.errors import invalid
+from api.schemas import TokenIn, parse
+from herald import tokens
+from herald.event import user_topic
+from herald.times import iso
+
+bp = Blueprint("tokens", __name__, url_prefix="/api/tokens")
+
+
+@bp.post("")
+def mint() -> tuple[Response, int]:
+    """A token for ``user`` with extra ``topics`` (exact or ``prefix*``) for ``ttl`` s."""
+    body = parse(request, TokenIn)
+    cfg = services().config
+    ttl = body.ttl if body.ttl is not None else cfg.token_ttl
+    if ttl > cfg.token_max_ttl:
+        raise invalid("ttl", f"must be at most {cfg.token_max_ttl} seconds")
+    token, grant = tokens.mint(cfg.secret, body.user, tuple(body.topics), ttl)
+    topics = [user_topic(body.user), *(t for t in body.topics if not t.endswith("*"))]
+    query = urlencode({"topics": ",".join(dict.fromkeys(topics)), "token": token})
+    return jsonify(token=token, user=grant.user, topics=list(grant.topics),
+                   expires_at=iso(grant.expires_at * 1000),
+                   stream_url=f"{cfg.streamer_url}/events?{query}"), 201

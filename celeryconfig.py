@@ -1,0 +1,51 @@
+"""Celery settings of Herald's workers and producers, loaded with ``config_from_object``.
+
+Values come from ``herald.config`` (environment variables); the reliability choices
+below are fixed because the delivery guarantees depend on them.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from herald import config as _herald_config
+from herald.errors import ConfigError
+
+try:
+    _cfg = _herald_config.get()
+except ConfigError as _exc:
+    raise SystemExit(f"herald: configuration error: {_exc}") from None
+
+# Longest a task may run; the broker redelivers unacknowledged work after
+# visibility_timeout, so it must stay above the hard limit or tasks run twice while
+# still running.
+TASK_TIME_LIMIT = 600
+VISIBILITY_TIMEOUT = 900
+
+broker_url = _cfg.broker_url
+broker_connection_retry_on_startup = True
+broker_transport_options = (
+    {"confirm_publish": True}
+    if urlsplit(broker_url).scheme.startswith(("amqp", "pyamqp"))
+    else {"visibility_timeout": VISIBILITY_TIMEOUT}
+)
+
+imports = ("tasks.notifications", "tasks.demo")
+task_default_queue = "herald"
+task_ignore_result = True  # state lives in Herald's own records, not a result backend
+
+# At-least-once execution: acknowledge after the task, re-send it when its worker
+# process dies (bounded by the task's max_retries). Tasks are idempotent.
+task_acks_late = True
+task_retry_on_worker_lost = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_time_limit = TASK_TIME_LIMIT
+task_soft_time_limit = TASK_TIME_LIMIT - 30
+
+# Events for Flower: received/started/succeeded from workers, sent from producers.
+worker_send_task_events = True
+task_send_sent_event = True
+
+timezone = "UTC"
+enable_utc = True

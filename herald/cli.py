@@ -1,0 +1,158 @@
+"""The ``herald`` command: run the stack, mint tokens, publish, send and listen."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+import click
+import httpx
+
+from herald import config as herald_config
+from herald.config import SETTINGS, Config
+from herald.errors import ConfigError, HeraldError, InvalidEvent
+
+
+def _config() -> Config:
+    try:
+        return herald_config.get()
+    except ConfigError as exc:
+        raise click.ClickException(f"configuration error: {exc}") from exc
+
+
+@click.group()
+@click.version_option(package_name="herald")
+def main() -> None:
+    """Herald: real-time notifications over Celery, Redis and Server-Sent Events."""
+
+
+@main.command()
+def run() -> None:
+    """Start the API, a worker, a streamer and Flower (and Redis if none answers)."""
+    from herald import stack
+
+    try:
+        sys.exit(stack.run(_config()))
+    except HeraldError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@main.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def streamer(args: tuple[str, ...]) -> None:
+    """Run one streamer process (same as `python -m streamer`)."""
+    os.execv(sys.executable, [sys.executable, "-m", "streamer", *args])
+
+
+@main.command()
+@click.argument("user")
+@click.option("--topic", "topics", multiple=True, help="Extra topic grant (repeatable; "
+              "a trailing * grants a prefix).")
+@click.option("--ttl", type=click.IntRange(min=1), help="Lifetime in seconds.")
+def token(user: str, topics: tuple[str, ...], ttl: int | None) -> None:
+    """Print a subscriber token for USER."""
+    from herald import tokens
+
+    cfg = _config()
+    lifetime = ttl or cfg.token_ttl
+    if lifetime > cfg.token_max_ttl:
+        raise click.BadParameter(f"at most {cfg.token_max_ttl} seconds", param_hint="--ttl")
+    try:
+        minted, _ = tokens.mint(cfg.secret, user, topics, lifetime)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from exc
+    click.echo(minted)
+
+
+@main.command()
+@click.argument("topic")
+@click.argument("data")
+@click.option("--type", "event_type", default="message", show_default=True,
+              help="Event type.")
+def publish(topic: str, data: str, event_type: str) -> None:
+    """Publish DATA (JSON) as an event on TOPIC; print the event id."""
+    from tasks.events import publish as publish_event
+
+    _config()
+    try:
+        payload = json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="DATA") from exc
+    try:
+        click.echo(publish_event(topic, payload, event_type))
+    except InvalidEvent as exc:
+        raise click.BadParameter(exc.message, param_hint=exc.field) from exc
+
+
+@main.command()
+@click.argument("user")
+@click.argument("title")
+@click.argument("body", required=False, default="")
+@click.option("--data", default="{}", help="JSON object attached to the notification.")
+def send(user: str, title: str, body: str, data: str) -> None:
+    """Send a notification to USER through the API; print its id."""
+    cfg = _config()
+    payload = {"recipients": [user], "title": title, "body": body, "data": _json(data)}
+    answer = _api(cfg, "POST", "/api/notifications", payload)
+    click.echo(answer["id"])
+    click.echo(f"status: {answer['status_url']}", err=True)
+
+
+@main.command()
+@click.argument("topics", nargs=-1, required=True)
+@click.option("--user", default="cli", show_default=True,
+              help="User the token is minted for (a user: topic implies its user).")
+@click.option("--raw", is_flag=True, help="Print each event's JSON envelope.")
+def listen(topics: tuple[str, ...], user: str, raw: bool) -> None:
+    """Print events of TOPICS as they arrive (Ctrl-C to stop)."""
+    from herald import tokens
+    from herald.listen import ListenError
+    from herald.listen import listen as listen_loop
+
+    cfg = _config()
+    owners = [t.split(":", 1)[1] for t in topics if t.startswith("user:")]
+    who = owners[0] if len(owners) == 1 else user
+    try:
+        minted, _ = tokens.mint(cfg.secret, who, topics, cfg.token_max_ttl)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="TOPICS") from exc
+    try:
+        listen_loop(cfg.streamer_url, minted, list(topics), raw=raw)
+    except ListenError as exc:
+        raise click.ClickException(f"the streamer refused: {exc}") from exc
+    except KeyboardInterrupt:
+        pass
+
+
+@main.command("config")
+def show_config() -> None:
+    """Print every setting: variable, value in effect, default and meaning."""
+    cfg = _config()
+    for setting in SETTINGS:
+        value = getattr(cfg, setting.attr)
+        if setting.attr in ("secret", "flower_auth"):
+            value = "(set)" if value else "(empty)"
+        click.echo(f"{setting.env}={value}\n    default {setting.default!r}: {setting.doc}")
+
+
+def _json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
+
+
+def _api(cfg: Config, method: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    try:
+        response = httpx.request(method, cfg.api_url + path, json=payload, timeout=10)
+    except httpx.HTTPError as exc:
+        raise click.ClickException(f"API at {cfg.api_url} unreachable: {exc}") from exc
+    body = response.json() if response.headers.get("content-type", "").startswith(
+        "application/json") else {}
+    if response.status_code >= 400:
+        error = body.get("error", {}) if isinstance(body, dict) else {}
+        raise click.ClickException(
+            f"API answered {response.status_code}: {error.get('message', response.text)}")
+    return body

@@ -1,0 +1,127 @@
+"""The event envelope and its Server-Sent-Events encoding.
+
+An event is the JSON object ``{"id", "ts", "topic", "type", "data"}``:
+
+- ``id`` is ``"<ms>-<seq>"``, assigned by Redis when the event is published. Ids are one
+  total order across every topic of a deployment (a global sequence number behind a
+  clock that never goes back), so a single id is a resume position for a client that
+  follows several topics. It is also the event's position in its topic's history.
+- ``ts`` is the publish time in milliseconds since the epoch (Redis' clock).
+- ``topic`` and ``type`` follow ``TOPIC_RULE`` and ``TYPE_RULE``; neither can hold CR, LF
+  or NUL, so neither can inject an SSE field.
+- ``data`` is any JSON value; it is always sent as one line of JSON, so no payload can
+  start a new SSE field or event.
+
+This module imports neither gevent nor Celery: the API, the workers and the streamer all
+use it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from herald.errors import InvalidEvent
+
+TOPIC_RULE = "[a-z0-9][a-z0-9._:-]{0,127}"
+TYPE_RULE = "[A-Za-z][A-Za-z0-9._:-]{0,63}"
+USER_RULE = "[a-z0-9][a-z0-9._-]{0,63}"
+EVENT_ID_RULE = "[0-9]{1,20}-[0-9]{1,20}"
+TOPIC_RE = re.compile(TOPIC_RULE)
+TYPE_RE = re.compile(TYPE_RULE)
+USER_RE = re.compile(USER_RULE)
+EVENT_ID_RE = re.compile(EVENT_ID_RULE)
+
+MAX_DATA_BYTES = 64 * 1024
+BROADCAST = "broadcast"
+USER_TOPIC_PREFIX = "user:"
+
+
+def user_topic(user: str) -> str:
+    """The topic a user's personal events go to."""
+    return USER_TOPIC_PREFIX + user
+
+
+def valid_topic(topic: object) -> bool:
+    return isinstance(topic, str) and TOPIC_RE.fullmatch(topic) is not None
+
+
+def valid_user(user: object) -> bool:
+    return isinstance(user, str) and USER_RE.fullmatch(user) is not None
+
+
+def valid_event_id(event_id: object) -> bool:
+    return isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id) is not None
+
+
+def id_key(event_id: str) -> tuple[int, int]:
+    """Sort key of an event id: ids compare by (ms, seq), not as strings."""
+    ms, _, seq = event_id.partition("-")
+    return int(ms), int(seq)
+
+
+def encode_body(topic: str, type: str, data: Any) -> str:
+    """Validate an event and encode everything but ``id`` and ``ts``.
+
+    Returns the tail of the envelope JSON (``"topic":...,"data":...}``); the publisher
+    prepends ``{"id":...,"ts":...,`` once Redis has assigned them.
+    Raises ``InvalidEvent`` naming the field and the rule.
+    """
+    if not valid_topic(topic):
+        raise InvalidEvent("topic", f"must match {TOPIC_RULE}")
+    if not isinstance(type, str) or TYPE_RE.fullmatch(type) is None:
+        raise InvalidEvent("type", f"must match {TYPE_RULE}")
+    try:
+        body = json.dumps(
+            {"topic": topic, "type": type, "data": data},
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidEvent("data", f"must be JSON-serialisable ({exc})") from exc
+    if len(body.encode()) > MAX_DATA_BYTES:
+        raise InvalidEvent("data", f"encoded event must be at most {MAX_DATA_BYTES} bytes")
+    return body[1:]
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A published event, as clients receive it."""
+
+    id: str
+    ts: int
+    topic: str
+    type: str
+    data: Any
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> Event:
+        """Parse an envelope; raise ``ValueError`` when it is not one."""
+        obj = json.loads(raw)
+        if not isinstance(obj, dict):
+            raise ValueError("envelope must be a JSON object")
+        try:
+            return cls(obj["id"], obj["ts"], obj["topic"], obj["type"], obj.get("data"))
+        except KeyError as exc:
+            raise ValueError(f"envelope lacks {exc}") from exc
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "ts": self.ts, "topic": self.topic, "type": self.type,
+                "data": self.data}
+
+
+def sse_frame(event_id: str, type: str, envelope: bytes) -> bytes:
+    """One SSE event: ``id``, ``event`` and the envelope as a single ``data`` line.
+
+    ``envelope`` is JSON produced by ``json.dumps``, which escapes CR and LF, so it is one
+    line; ``event_id`` and ``type`` were validated when the event was published.
+    """
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), type.encode(), envelope)
+
+
+def sse_comment(text: str) -> bytes:
+    """An SSE comment line (heartbeats, the initial flush); clients ignore it."""
+    return b": " + text.replace("\r", " ").replace("\n", " ").encode() + b"\n\n"

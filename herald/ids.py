@@ -1,0 +1,43 @@
+"""Identifiers that sort by creation time.
+
+``new_id("n")`` gives ``n_`` followed by 26 Crockford base-32 characters: 48 bits of
+millisecond time then 80 random bits (the ULID layout). Ids of one prefix compare as
+strings in creation order, which lets an inbox be a sorted set ordered by member name:
+within one process ids are strictly increasing (in one millisecond the random part is
+incremented, as ULID's monotonic mode does); across processes, to the millisecond.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_ID_RE = re.compile(r"[a-z]{1,8}_[0-9A-HJKMNP-TV-Z]{26}")
+
+
+_lock = threading.Lock()
+_last = 0
+
+
+def new_id(prefix: str, now: float | None = None) -> str:
+    global _last
+    ms = int((time.time() if now is None else now) * 1000)
+    with _lock:
+        value = (ms << 80) | secrets.randbits(80)
+        if value <= _last:
+            value = _last + 1
+        _last = value
+    chars = []
+    for _ in range(26):
+        value, digit = divmod(value, 32)
+        chars.append(_ALPHABET[digit])
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def valid_id(value: object, prefix: str) -> bool:
+    """True when ``value`` has the shape of an id made by ``new_id(prefix)``."""
+    return (isinstance(value, str) and value.startswith(prefix + "_")
+            and _ID_RE.fullmatch(value) is not None)

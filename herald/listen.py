@@ -1,0 +1,83 @@
+"""``herald listen``: a terminal SSE client that prints events as they arrive.
+
+It reconnects after a lost connection (waiting the server's ``retry:`` hint) and sends
+``Last-Event-ID`` so the streamer can resume where it left off. A 4xx answer (bad token,
+topic not granted) is final: it is printed and the command exits with status 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import TextIO
+
+import httpx
+from httpx_sse import SSEError, connect_sse
+
+from herald.event import Event
+
+DEFAULT_RETRY = 3.0
+
+
+class ListenError(Exception):
+    """The streamer refused the subscription for good (4xx)."""
+
+
+def format_event(event: Event) -> str:
+    """One line: local time, topic, type and the data as JSON."""
+    moment = datetime.fromtimestamp(event.ts / 1000).strftime("%H:%M:%S.%f")[:-3]
+    data = json.dumps(event.data, ensure_ascii=False)
+    return f"{moment} {event.topic} {event.type} {data}"
+
+
+def listen(url: str, token: str, topics: list[str], out: TextIO = sys.stdout,
+           err: TextIO = sys.stderr, raw: bool = False,
+           stop: Callable[[], bool] = lambda: False) -> None:
+    """Print events of ``topics`` until ``stop()`` is true or a 4xx ends it."""
+    last_id: str | None = None
+    delay = DEFAULT_RETRY
+    while not stop():
+        try:
+            last_id, delay = _stream(url, token, topics, last_id, delay, out, err, raw, stop)
+        except (httpx.HTTPError, SSEError) as exc:
+            print(f"herald listen: connection lost ({exc}); retrying in {delay:.1f}s",
+                  file=err, flush=True)
+        if not stop():
+            time.sleep(delay)
+
+
+def _stream(url: str, token: str, topics: list[str], last_id: str | None, delay: float,
+            out: TextIO, err: TextIO, raw: bool,
+            stop: Callable[[], bool]) -> tuple[str | None, float]:
+    headers = {"Last-Event-ID": last_id} if last_id else {}
+    params = {"topics": ",".join(topics), "token": token}
+    timeout = httpx.Timeout(10.0, read=None)
+    with httpx.Client(timeout=timeout) as http, connect_sse(
+            http, "GET", f"{url}/events", params=params, headers=headers) as source:
+        _check(source.response)
+        print(f"herald listen: connected to {url}, topics {', '.join(topics)}",
+              file=err, flush=True)
+        for sse in source.iter_sse():
+            if sse.retry:
+                delay = sse.retry / 1000
+            if sse.id:
+                last_id = sse.id
+            if sse.data:
+                print(sse.data if raw else format_event(Event.from_json(sse.data)),
+                      file=out, flush=True)
+            if stop():
+                break
+    return last_id, delay
+
+
+def _check(response: httpx.Response) -> None:
+    if response.status_code == 200:
+        return
+    body = response.read().decode(errors="replace")
+    if 400 <= response.status_code < 500:
+        raise ListenError(f"{response.status_code}: {body}")
+    raise httpx.HTTPStatusError(f"{response.status_code}: {body}", request=response.request,
+                                response=response)

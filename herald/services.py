@@ -1,0 +1,51 @@
+"""The objects a Herald process works with, built once from its configuration."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import redis
+
+from herald import config as herald_config
+from herald.config import Config
+from herald.connection import client
+from herald.inbox import Inbox
+from herald.jobs import JobStore
+from herald.keys import Keys
+from herald.notifications import NotificationStore
+from herald.publisher import Publisher
+
+
+@dataclass(frozen=True)
+class Services:
+    """Stores and the publisher of one process, sharing one Redis connection pool."""
+
+    config: Config
+    keys: Keys
+    redis: redis.Redis
+    notifications: NotificationStore
+    inbox: Inbox
+    jobs: JobStore
+    publisher: Publisher
+
+
+def build(config: Config) -> Services:
+    """Services for ``config``; cheap, opens no connection until first use."""
+    redis_client = client(config.redis_url)
+    keys = Keys(config.prefix)
+    return Services(
+        config=config,
+        keys=keys,
+        redis=redis_client,
+        notifications=NotificationStore(redis_client, keys, config.retention),
+        inbox=Inbox(redis_client, keys),
+        jobs=JobStore(redis_client, keys, config.retention),
+        publisher=Publisher(redis_client, keys, config.history_maxlen, config.history_ttl),
+    )
+
+
+@functools.cache
+def default() -> Services:
+    """The services of this process, from the environment's configuration."""
+    return build(herald_config.get())

@@ -1,0 +1,162 @@
+"""``herald run``: the whole stack in the foreground, for a developer's machine.
+
+Starts the API (gunicorn), one Celery worker, one streamer and Flower, each in its own
+process group under honcho, with Redis from ``REDIS_URL`` when it answers and an
+embedded ``redis-server`` (data under ``$HERALD_HOME/redis``) when it does not. Prints
+every URL and the dev credentials once the services answer their health checks.
+
+Guarantee: Ctrl-C or SIGTERM stops every process it started (SIGTERM to each process
+group, SIGKILL after honcho's grace period), then the embedded Redis; nothing is left
+running.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+from honcho.manager import Manager
+
+from herald.config import Config, as_environ
+from herald.connection import answers
+from herald.embedded import EmbeddedRedis
+from herald.errors import HeraldError
+
+HEALTH_WAIT = 90.0
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One process of the stack: its name, command line and health URL."""
+
+    name: str
+    command: list[str]
+    health_url: str
+
+
+def services(cfg: Config) -> list[Service]:
+    """The processes ``herald run`` starts, with the commands compose uses too."""
+    python = sys.executable
+    flower_url = f"http://127.0.0.1:{cfg.flower_port}"
+    return [
+        Service("api", [
+            python, "-m", "gunicorn", "--bind", f"{cfg.api_host}:{cfg.api_port}",
+            "--workers", str(cfg.api_workers), "--graceful-timeout", "5",
+            "--access-logfile", "-", "api:create_app()",
+        ], f"{cfg.api_url}/healthz"),
+        Service("worker", [
+            python, "-m", "celery", "-A", "tasks.app", "worker",
+            "-P", cfg.worker_pool, "-c", str(cfg.worker_concurrency),
+            "-l", "INFO", "-n", "herald@%h",
+        ], f"{cfg.api_url}/healthz"),
+        Service("streamer", [python, "-m", "streamer"], f"{cfg.streamer_url}/healthz"),
+        Service("flower", [
+            python, "-m", "celery", f"--broker={cfg.broker_url}", "flower",
+            "--address=127.0.0.1", f"--port={cfg.flower_port}",
+            f"--basic-auth={cfg.flower_auth}", "--purge_offline_workers=60",
+            "--max_tasks=10000",
+        ], f"{flower_url}/healthcheck"),
+    ]
+
+
+def with_redis(cfg: Config) -> tuple[Config, EmbeddedRedis | None]:
+    """``cfg`` unchanged when REDIS_URL answers; else one pointing at a new embedded Redis."""
+    if answers(cfg.redis_url):
+        return cfg, None
+    if cfg.production:
+        raise HeraldError(f"REDIS_URL {cfg.redis_url} does not answer")
+    parts = urlsplit(cfg.redis_url)
+    port = (parts.port or 6379) if parts.hostname in LOCAL_HOSTS else free_port()
+    embedded = EmbeddedRedis(port, cfg.home / "redis")
+    print(f"herald: no Redis answers at {cfg.redis_url}; starting an embedded redis-server "
+          f"on 127.0.0.1:{port} (data in {embedded.data_dir})", flush=True)
+    embedded.start()
+    url = f"redis://127.0.0.1:{port}{parts.path or '/0'}"
+    broker = url if cfg.broker_url == cfg.redis_url else cfg.broker_url
+    return cfg.replace(redis_url=url, broker_url=broker), embedded
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(cfg: Config) -> int:
+    """Run the stack until a signal or until one process exits; return an exit status."""
+    cfg, embedded = with_redis(cfg)
+    try:
+        return _supervise(cfg, embedded)
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _supervise(cfg: Config, embedded: EmbeddedRedis | None) -> int:
+    env = {**os.environ, **as_environ(cfg), "PYTHONUNBUFFERED": "1"}
+    manager = Manager()
+    stack = services(cfg)
+    for service in stack:
+        manager.add_process(service.name, _shell(service.command), env=env)
+    watcher = threading.Thread(target=_announce, args=(cfg, stack, embedded), daemon=True)
+    watcher.start()
+    manager.loop()
+    return manager.returncode or 0
+
+
+def _shell(command: list[str]) -> str:
+    """A shell line that ``exec``s the command, so signals reach it directly."""
+    return "exec " + shlex.join(command)
+
+
+def _announce(cfg: Config, stack: list[Service], embedded: EmbeddedRedis | None) -> None:
+    waiting = {s.name: s.health_url for s in stack if s.name != "worker"}
+    deadline = time.monotonic() + HEALTH_WAIT
+    while waiting and time.monotonic() < deadline:
+        for name, url in list(waiting.items()):
+            if _healthy(url, cfg):
+                del waiting[name]
+        time.sleep(0.3)
+    if waiting:
+        print(f"herald: still waiting for {', '.join(sorted(waiting))}; see its log above",
+              flush=True)
+        return
+    print(banner(cfg, embedded), flush=True)
+
+
+def _healthy(url: str, cfg: Config) -> bool:
+    user, _, password = cfg.flower_auth.partition(":")
+    auth = (user, password) if user else None
+    try:
+        return httpx.get(url, timeout=1.0, auth=auth).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def banner(cfg: Config, embedded: EmbeddedRedis | None) -> str:
+    """What a developer needs to start using the running stack."""
+    user, _, password = cfg.flower_auth.partition(":")
+    redis_note = f" (embedded, data in {embedded.data_dir})" if embedded else ""
+    lines = [
+        "",
+        "Herald is running. Ctrl-C stops everything.",
+        f"  API       {cfg.api_url}            (GET /healthz)",
+        f"  Streamer  {cfg.streamer_url}/events     (SSE)",
+        f"  Flower    http://127.0.0.1:{cfg.flower_port}         user {user!r} "
+        f"password {password!r}",
+        f"  Redis     {cfg.redis_url}{redis_note}",
+        f"  Dev secret in {cfg.home / 'secret'} (signs subscriber tokens)",
+        "Try, in another terminal of this directory:",
+        "  herald listen user:alice",
+        "  herald send alice Hello",
+        "",
+    ]
+    return "\n".join(lines)

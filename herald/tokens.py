@@ -1,0 +1,94 @@
+"""Subscriber tokens: who may listen to which topics, until when.
+
+A token is a JWT signed with HMAC-SHA256 under ``HERALD_SECRET`` (PyJWT). Its claims:
+``sub`` (the user), ``topics`` (extra topic grants, exact names or prefixes ending in
+``*``), ``exp``, ``iat`` and ``jti`` (a token id, for revocation).
+
+Guarantees: only the algorithms in ``ALGORITHMS`` are accepted (never ``none``); a token
+whose signature, expiry or claims do not check out raises ``TokenError``; a valid token
+always grants its user's own topic ``user:<sub>`` and the ``broadcast`` topic, and any
+other topic only when a grant matches it.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+import jwt
+
+from herald.errors import TokenError
+from herald.event import BROADCAST, TOPIC_RULE, USER_RE, user_topic
+
+ALGORITHMS = ("HS256",)
+GRANT_RULE = TOPIC_RULE + r"\*?"
+GRANT_RE = re.compile(GRANT_RULE)
+MAX_GRANTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a verified token allows."""
+
+    user: str
+    topics: tuple[str, ...]
+    expires_at: int
+    token_id: str
+
+    def allows(self, topic: str) -> bool:
+        """True when this grant may receive events of ``topic``."""
+        if topic in (user_topic(self.user), BROADCAST):
+            return True
+        return any(_matches(pattern, topic) for pattern in self.topics)
+
+
+def _matches(pattern: str, topic: str) -> bool:
+    if pattern.endswith("*"):
+        return topic.startswith(pattern[:-1])
+    return topic == pattern
+
+
+def valid_grant(pattern: object) -> bool:
+    return isinstance(pattern, str) and GRANT_RE.fullmatch(pattern) is not None
+
+
+def mint(secret: str, user: str, topics: tuple[str, ...] = (), ttl: int = 3600,
+         now: float | None = None) -> tuple[str, Grant]:
+    """Sign a token for ``user`` granting ``topics`` for ``ttl`` seconds.
+
+    Raises ``ValueError`` when the user, a grant or the ttl breaks its rule.
+    """
+    if USER_RE.fullmatch(user) is None:
+        raise ValueError("user does not match the user rule")
+    if len(topics) > MAX_GRANTS or not all(valid_grant(t) for t in topics):
+        raise ValueError(f"topics must be at most {MAX_GRANTS} grants matching {GRANT_RULE}")
+    if ttl < 1:
+        raise ValueError("ttl must be at least 1 second")
+    issued = int(time.time() if now is None else now)
+    grant = Grant(user, tuple(topics), issued + ttl, secrets.token_urlsafe(12))
+    claims = {"sub": user, "topics": list(topics), "iat": issued, "exp": grant.expires_at,
+              "jti": grant.token_id}
+    return jwt.encode(claims, secret, algorithm=ALGORITHMS[0]), grant
+
+
+def verify(secret: str, token: str) -> Grant:
+    """Check a token's signature, expiry and claims; raise ``TokenError`` saying why not."""
+    try:
+        claims = jwt.decode(token, secret, algorithms=list(ALGORITHMS),
+                            options={"require": ["sub", "exp", "jti"]})
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(f"token invalid: {exc}") from exc
+    return _grant(claims)
+
+
+def _grant(claims: dict) -> Grant:
+    user, topics = claims.get("sub"), claims.get("topics", [])
+    if not isinstance(user, str) or USER_RE.fullmatch(user) is None:
+        raise TokenError("token invalid: bad sub claim")
+    if not isinstance(topics, list) or not all(valid_grant(t) for t in topics):
+        raise TokenError("token invalid: bad topics claim")
+    return Grant(user, tuple(topics), int(claims["exp"]), str(claims["jti"]))

@@ -1,0 +1,142 @@
+"""Jobs: tasks started through the API whose lifecycle is published to their owner.
+
+Every task declared with ``job_kind`` runs on ``JobTask``, which publishes to the
+owner's topic ``user:<owner>``, once per run and in this order: ``job.started``, any
+number of ``job.progress`` (from ``self.progress(done, total)``), then ``job.succeeded``
+or ``job.failed`` (``job.retrying`` before a retry). ``submit`` publishes ``job.queued``
+before it dispatches, so ``job.queued`` always comes first. Every event's data is
+``{"job_id", "kind", "state", "done", "total"}`` plus ``result`` or ``error`` at the end.
+A task redelivered after its worker died runs again and publishes ``job.started`` again.
+
+Lifecycle events are best effort: when Redis refuses them, the job still runs and the
+failure is logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from celery import Task
+from kombu.exceptions import OperationalError
+from pydantic import BaseModel
+
+from herald import services
+from herald.errors import DispatchError
+from herald.event import user_topic
+from herald.ids import new_id
+from herald.jobs import FAILED, QUEUED, RETRYING, STARTED, SUCCEEDED
+from herald.services import Services
+from herald.times import now_ms
+from tasks.app import app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class JobKind:
+    """A task the API may start: its name, its Celery task and its parameter model."""
+
+    name: str
+    task: Task
+    params: type[BaseModel]
+    description: str
+
+
+KINDS: dict[str, JobKind] = {}
+
+
+def kinds() -> dict[str, JobKind]:
+    """Every registered job kind, importing the task modules listed in celeryconfig."""
+    app.loader.import_default_modules()
+    return KINDS
+
+
+def job_kind(name: str, params: type[BaseModel],
+             description: str) -> Callable[[Callable[..., Any]], Task]:
+    """Register a bound Celery task on ``JobTask`` as the job kind ``name``."""
+
+    def register(func: Callable[..., Any]) -> Task:
+        task = app.task(base=JobTask, bind=True, name=name)(func)
+        KINDS[name] = JobKind(name, task, params, description)
+        return task
+
+    return register
+
+
+class JobTask(Task):
+    """Base class of job tasks: records state and publishes lifecycle events."""
+
+    def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        self._transition(task_id, STARTED, started_at=now_ms(), error="")
+
+    def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict) -> None:
+        self._transition(task_id, SUCCEEDED, result=json.dumps(retval), finished_at=now_ms())
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
+                   einfo: Any) -> None:
+        self._transition(task_id, FAILED, error=_describe(exc), finished_at=now_ms())
+
+    def on_retry(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
+                 einfo: Any) -> None:
+        self._transition(task_id, RETRYING, error=_describe(exc))
+
+    def progress(self, done: int, total: int) -> None:
+        """Record and publish progress of the running job."""
+        self._transition(self.request.id, STARTED, done=done, total=total,
+                         event="job.progress")
+
+    def _transition(self, job_id: str, state: str, event: str | None = None,
+                    **fields: Any) -> None:
+        svc = services.default()
+        try:
+            if not svc.jobs.update(job_id, state=state, **fields):
+                return  # not started through the API (or expired): no lifecycle
+            _announce(svc, job_id, event or f"job.{state}")
+        except redis.RedisError:
+            log.warning("job %s: could not record or publish %s", job_id, state,
+                        exc_info=True)
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _announce(svc: Services, job_id: str, event_type: str) -> None:
+    job = svc.jobs.describe(job_id)
+    if job is None:
+        return
+    data = {"job_id": job_id, "kind": job["kind"], "state": job["state"],
+            **job["progress"]}
+    if job["state"] == SUCCEEDED:
+        data["result"] = job["result"]
+    elif job["state"] in (FAILED, RETRYING):
+        data["error"] = job["error"]
+    svc.publisher.publish(user_topic(job["owner"]), data, event_type)
+
+
+def submit(svc: Services, kind: str, params: dict[str, Any], owner: str) -> str:
+    """Record a job, publish ``job.queued`` to its owner and dispatch it; return its id.
+
+    ``params`` must already be validated by the kind's model. Raises ``DispatchError``
+    when the broker cannot take the task; the record is then removed and the owner
+    receives ``job.failed``.
+    """
+    job_id = new_id("j")
+    svc.jobs.create(job_id, kind, params, owner)
+    _announce(svc, job_id, "job.queued")
+    try:
+        KINDS[kind].task.apply_async(kwargs=params, task_id=job_id)
+    except OperationalError as exc:
+        svc.jobs.update(job_id, state=FAILED, error=f"could not be queued: {exc}")
+        _announce(svc, job_id, "job.failed")
+        svc.jobs.delete(job_id)
+        raise DispatchError(f"broker unavailable: {exc}") from exc
+    return job_id
+
+
+__all__ = ["KINDS", "QUEUED", "JobKind", "JobTask", "job_kind", "kinds", "submit"]

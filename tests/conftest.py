@@ -1,0 +1,290 @@
+"""Fixtures: a real Redis, a real Celery worker process, the API on a real HTTP server
+and a streamer process.
+
+Isolation: data lives in Redis database 15 and the broker in 14, both flushed around
+each test; every key and channel carries a prefix unique to this session, since pub/sub
+channels are shared by all databases. When no Redis answers at ``REDIS_URL`` (default
+127.0.0.1:6379) an embedded ``redis-server`` is started for the session.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_HOME = tempfile.mkdtemp(prefix="herald-test-")
+_embedded = None
+
+
+def _test_redis_base() -> str:
+    """``redis://host:port`` of a Redis that answers, starting one if needed."""
+    global _embedded
+    from herald.connection import answers
+    from herald.embedded import EmbeddedRedis
+    from herald.stack import free_port
+
+    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    if answers(base + "/15"):
+        return base
+    _embedded = EmbeddedRedis(free_port(), Path(_HOME) / "redis")
+    _embedded.start()
+    print(f"tests: no Redis at {base}; using an embedded one at {_embedded.url}")
+    return f"redis://127.0.0.1:{_embedded.port}"
+
+
+REDIS_BASE = _test_redis_base()
+os.environ.update({
+    "HERALD_ENV": "development",
+    "HERALD_HOME": _HOME,
+    "HERALD_PREFIX": f"herald-test-{secrets.token_hex(4)}",
+    "REDIS_URL": f"{REDIS_BASE}/15",
+    "CELERY_BROKER_URL": f"{REDIS_BASE}/14",
+    "HERALD_HEARTBEAT": "0.5",
+    "HERALD_RETRY_MS": "500",
+    "HERALD_LOG_LEVEL": "INFO",
+})
+for _name in ("HERALD_SECRET", "HERALD_API_URL", "HERALD_STREAMER_URL"):
+    os.environ.pop(_name, None)
+
+import redis  # noqa: E402
+
+from herald import config as herald_config  # noqa: E402
+from herald.config import Config  # noqa: E402
+from herald.keys import Keys  # noqa: E402
+from herald.services import Services  # noqa: E402
+from herald.stack import free_port  # noqa: E402
+from tests.sse import SSEClient  # noqa: E402
+
+CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 0.05,
+               what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _embedded is not None:
+        _embedded.stop()
+
+
+@pytest.fixture(scope="session")
+def config() -> Config:
+    return herald_config.get()
+
+
+@pytest.fixture(scope="session")
+def keys(config: Config) -> Keys:
+    return Keys(config.prefix)
+
+
+@pytest.fixture(scope="session")
+def services(config: Config) -> Services:
+    from herald import services as herald_services
+
+    return herald_services.default()
+
+
+@pytest.fixture(scope="session")
+def rdb(config: Config) -> redis.Redis:
+    return redis.Redis.from_url(config.redis_url, decode_responses=True)
+
+
+@pytest.fixture(scope="session")
+def broker_db(config: Config) -> redis.Redis:
+    return redis.Redis.from_url(config.broker_url, decode_responses=True)
+
+
+@pytest.fixture
+def clean(rdb: redis.Redis, broker_db: redis.Redis) -> Iterator[None]:
+    """Empty data and broker databases before and after the test."""
+    rdb.flushdb()
+    broker_db.flushdb()
+    yield
+    rdb.flushdb()
+    broker_db.flushdb()
+
+
+class Process:
+    """A child process whose output goes to a log file, stopped with SIGTERM."""
+
+    def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
+        self.name = name
+        self.log_path = Path(_HOME) / f"{name}-{time.monotonic_ns()}.log"
+        self._log = self.log_path.open("wb")
+        self.popen = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._log,
+                                      stderr=subprocess.STDOUT, start_new_session=True)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+        self._log.close()
+        return self.popen.returncode
+
+
+def start_worker(env: dict[str, str], name: str = "worker", pool: str = "prefork",
+                 concurrency: int = 2) -> Process:
+    """A real ``celery worker`` process, returned once it logs that it is ready."""
+    node = f"{name}-{secrets.token_hex(3)}@test"
+    command = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-P", pool,
+               "-c", str(concurrency), "-l", "INFO", "-n", node, "--without-mingle",
+               "--without-gossip"]
+    process = Process(name, command, env)
+
+    def ready() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"worker exited:\n{process.log()}")
+        return f"{node} ready." in process.log()
+
+    try:
+        wait_until(ready, 30, every=0.1, what=f"worker {node}")
+    except AssertionError:
+        process.stop()
+        raise
+    return process
+
+
+@pytest.fixture(scope="session")
+def worker() -> Iterator[Process]:
+    process = start_worker(CHILD_ENV)
+    yield process
+    process.stop()
+
+
+def start_streamer(env: dict[str, str], port: int | None = None,
+                   name: str = "streamer") -> tuple[Process, str]:
+    """A streamer process on ``port`` (default: free), returned once /healthz says ok."""
+    import httpx
+
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = Process(name, [sys.executable, "-m", "streamer", "--port", str(port)], env)
+
+    def healthy() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"streamer exited:\n{process.log()}")
+        try:
+            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 20, what="streamer health")
+    return process, url
+
+
+@pytest.fixture(scope="session")
+def streamer() -> Iterator[str]:
+    process, url = start_streamer(CHILD_ENV)
+    yield url
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def api(config: Config) -> Iterator[str]:
+    """The Flask API on a real threaded HTTP server in this process."""
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    server = make_server("127.0.0.1", 0, create_app(config), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+@pytest.fixture
+def mint(config: Config) -> Callable[..., str]:
+    from herald import tokens
+
+    def make(user: str, topics: tuple[str, ...] = (), ttl: int = 600) -> str:
+        return tokens.mint(config.secret, user, topics, ttl)[0]
+
+    return make
+
+
+@pytest.fixture
+def subscribe(streamer: str, mint: Callable[..., str]) -> Iterator[Callable[..., SSEClient]]:
+    """Open SSE connections as a user; all are closed after the test."""
+    opened: list[SSEClient] = []
+
+    def open_stream(user: str, topics: list[str] | None = None,
+                    grants: tuple[str, ...] = (), **kwargs: object) -> SSEClient:
+        params = {"token": mint(user, grants)}
+        if topics:
+            params["topics"] = ",".join(topics)
+        client = SSEClient(streamer, params, **kwargs)  # type: ignore[arg-type]
+        opened.append(client)
+        return client
+
+    yield open_stream
+    for client in opened:
+        client.close()
+
+
+@pytest.fixture
+def wait_idle(broker_db: redis.Redis) -> Callable[[float], None]:
+    """Wait until the broker queue is empty and no worker runs or holds a task."""
+    from tasks.app import app
+
+    def idle() -> bool:
+        if broker_db.llen("herald"):
+            return False
+        inspector = app.control.inspect(timeout=0.5)
+        busy = [*(inspector.active() or {}).values(), *(inspector.reserved() or {}).values()]
+        return not any(busy)
+
+    def wait(timeout: float = 10.0) -> None:
+        wait_until(idle, timeout, every=0.1, what="the workers to go idle")
+
+    return wait
+
+
+@pytest.fixture
+def unchanged(rdb: redis.Redis, broker_db: redis.Redis, config: Config) -> Iterator[None]:
+    """Assert that the test stores, dispatches and publishes nothing."""
+    listener = redis.Redis.from_url(config.redis_url).pubsub()
+    listener.psubscribe(f"{config.prefix}:*")
+    wait_until(lambda: listener.get_message(timeout=0.1) is not None, what="psubscribe")
+    data_before = set(rdb.keys("*"))
+    broker_before = {key: _size(broker_db, key) for key in broker_db.keys("*")}
+    yield
+    time.sleep(0.1)
+    published = []
+    while (message := listener.get_message(timeout=0.05)) is not None:
+        published.append(message)
+    listener.close()
+    assert published == [], f"published: {published}"
+    assert set(rdb.keys("*")) == data_before, "stored something"
+    broker_after = {key: _size(broker_db, key) for key in broker_db.keys("*")}
+    assert broker_after == broker_before, "dispatched something"
+
+
+def _size(db: redis.Redis, key: str) -> int:
+    kind = db.type(key)
+    return {"list": db.llen, "zset": db.zcard, "hash": db.hlen, "set": db.scard}.get(
+        kind, lambda _key: 1)(key)

@@ -1,0 +1,125 @@
+"""The herald command against the running services, as a user types it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from herald import tokens
+from tests.conftest import CHILD_ENV, ROOT
+
+pytestmark = pytest.mark.usefixtures("clean", "worker")
+HERALD = str(Path(sys.executable).with_name("herald"))
+
+
+def _env(api: str, streamer: str) -> dict[str, str]:
+    return {**CHILD_ENV, "HERALD_API_URL": api, "HERALD_STREAMER_URL": streamer}
+
+
+def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([HERALD, *args], env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=30)
+
+
+class Listener:
+    """``herald listen`` in the background, its output lines collected."""
+
+    def __init__(self, topics: list[str], env: dict[str, str], raw: bool = False) -> None:
+        args = [HERALD, "listen", *topics] + (["--raw"] if raw else [])
+        self.process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                                        stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self.connected = threading.Event()
+        threading.Thread(target=self._read, args=(self.process.stdout, self.lines),
+                         daemon=True).start()
+        threading.Thread(target=self._watch_err, daemon=True).start()
+
+    def _read(self, stream, into: list[str]) -> None:
+        for line in stream:
+            into.append(line.rstrip("\n"))
+
+    def _watch_err(self) -> None:
+        for line in self.process.stderr:
+            if "connected" in line:
+                self.connected.set()
+
+    def wait_line(self, words: str, timeout: float) -> str | None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.lines:
+                if words in line:
+                    return line
+            time.sleep(0.02)
+        return None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(5)
+
+
+def test_send_appears_in_listen_within_a_second(api, streamer):
+    env = _env(api, streamer)
+    listener = Listener(["user:alice"], env)
+    try:
+        assert listener.connected.wait(10), "herald listen did not connect"
+        started = time.monotonic()
+        sent = _run(["send", "alice", "Hello", "from the CLI"], env)
+        assert sent.returncode == 0, sent.stderr
+        line = listener.wait_line("Hello", 1.0)
+        assert line is not None, f"nothing within 1 s after send ({time.monotonic() - started})"
+        assert "user:alice notification" in line and "from the CLI" in line
+        assert sent.stdout.strip() in line
+    finally:
+        listener.stop()
+
+
+def test_publish_and_raw_listen(api, streamer):
+    env = _env(api, streamer)
+    listener = Listener(["room:5", "broadcast"], env, raw=True)
+    try:
+        assert listener.connected.wait(10)
+        published = _run(["publish", "room:5", '{"seat": 12}', "--type", "booking"], env)
+        assert published.returncode == 0, published.stderr
+        line = listener.wait_line("booking", 2.0)
+        envelope = json.loads(line)
+        assert envelope["id"] == published.stdout.strip()
+        assert envelope["data"] == {"seat": 12} and envelope["topic"] == "room:5"
+    finally:
+        listener.stop()
+
+
+def test_token_command_and_refusals(api, streamer, config):
+    env = _env(api, streamer)
+    minted = _run(["token", "alice", "--topic", "room:*", "--ttl", "60"], env)
+    assert minted.returncode == 0
+    grant = tokens.verify(config.secret, minted.stdout.strip())
+    assert grant.user == "alice" and grant.topics == ("room:*",)
+
+    assert _run(["token", "Not A User"], env).returncode == 2
+    assert _run(["token", "alice", "--ttl", "99999999"], env).returncode == 2
+    bad_json = _run(["publish", "room:5", "{nope"], env)
+    assert bad_json.returncode == 2 and "not JSON" in bad_json.stderr
+    bad_topic = _run(["publish", "Room 5", "1"], env)
+    assert bad_topic.returncode == 2 and "must match" in bad_topic.stderr
+    refused = _run(["send", "Alice", "x"], env)
+    assert refused.returncode == 1 and "recipients.0" in refused.stderr
+
+
+def test_production_mode_refuses_to_start_without_its_settings():
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERALD_", "REDIS_URL"))}
+    env.update({"HERALD_ENV": "production", "PATH": os.environ["PATH"]})
+    result = subprocess.run([sys.executable, "-m", "streamer"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "HERALD_SECRET is required" in result.stderr
+    assert "REDIS_URL is required" in result.stderr
+    worker = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks.app", "report"],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert worker.returncode != 0 and "HERALD_SECRET is required" in worker.stderr

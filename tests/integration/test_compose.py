@@ -1,0 +1,54 @@
+"""docker-compose.yml is valid and keeps its promises (checked with `docker-compose config`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+import yaml
+
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.skipif(shutil.which("docker-compose") is None,
+                                reason="docker-compose not installed (.ci/run installs it)")
+SECRETS = {"HERALD_SECRET": "s" * 40, "HERALD_FLOWER_AUTH": "ops:pw"}
+
+
+def _config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HERALD_")}
+    return subprocess.run(["docker-compose", "config"], cwd=ROOT, env={**clean, **env},
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_secrets_must_come_from_the_environment():
+    for missing in SECRETS:
+        env = {k: v for k, v in SECRETS.items() if k != missing}
+        result = _config(env)
+        assert result.returncode != 0
+        assert missing in result.stderr
+
+
+def test_services_healthchecks_limits_and_auth():
+    result = _config(SECRETS)
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert {"redis", "api", "worker", "streamer", "flower", "edge"} <= set(services)
+    redis_command = " ".join(services["redis"]["command"])
+    assert "--appendonly yes" in redis_command and "noeviction" in redis_command
+    for name in ("redis", "api", "worker", "streamer", "flower"):
+        assert "healthcheck" in services[name], name
+    for name in ("worker", "streamer"):
+        assert "container_name" not in services[name] and "ports" not in services[name]
+    assert services["streamer"]["ulimits"]["nofile"]["soft"] >= 65536
+    assert "gunicorn" in services["api"]["command"]
+    worker = services["worker"]["command"]
+    assert worker[worker.index("-P") + 1] in ("prefork", "gevent")
+    flower = " ".join(services["flower"]["command"])
+    assert "--broker=" in flower and "--basic-auth=ops:pw" in flower
+    assert all(str(p).startswith("127.0.0.1:") or p.get("host_ip") == "127.0.0.1"
+               for p in services["flower"]["ports"])
+    for name in ("api", "worker", "streamer", "flower"):
+        env = services[name]["environment"]
+        assert env["HERALD_ENV"] == "production" and env["HERALD_SECRET"] == "s" * 40

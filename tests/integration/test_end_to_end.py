@@ -1,0 +1,89 @@
+"""The vertical path: API -> Celery worker -> Redis -> streamer -> SSE client."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from herald.event import valid_event_id
+
+pytestmark = pytest.mark.usefixtures("clean", "worker")
+
+
+def test_alice_receives_the_notification_and_bob_does_not(api, subscribe):
+    alice = subscribe("alice")
+    bob = subscribe("bob")
+    assert alice.status == 200 and bob.status == 200
+
+    sent_at = time.monotonic()
+    answer = httpx.post(f"{api}/api/notifications", json={
+        "recipients": ["alice"], "title": "Build finished", "body": "All green",
+        "data": {"build": 42},
+    })
+    assert answer.status_code == 202
+    notification_id = answer.json()["id"]
+
+    events = alice.wait_for(1, timeout=2.0)
+    assert events, "alice received nothing within 2 s"
+    assert time.monotonic() - sent_at < 2.0
+    event = events[0]
+    envelope = event.json()
+    assert event.event == "notification"
+    assert event.id == envelope["id"] and valid_event_id(envelope["id"])
+    assert set(envelope) == {"id", "ts", "topic", "type", "data"}
+    assert envelope["topic"] == "user:alice"
+    assert envelope["type"] == "notification"
+    assert envelope["data"]["id"] == notification_id
+    assert envelope["data"]["title"] == "Build finished"
+    assert envelope["data"]["body"] == "All green"
+    assert envelope["data"]["data"] == {"build": 42}
+    assert abs(envelope["ts"] / 1000 - time.time()) < 5
+
+    time.sleep(0.5)
+    assert bob.events == []
+
+
+def test_the_record_shows_delivery(api, subscribe):
+    alice = subscribe("alice")
+    answer = httpx.post(f"{api}/api/notifications",
+                        json={"recipients": ["alice", "carol"], "title": "Hi"})
+    status_url = answer.json()["status_url"]
+    assert alice.wait_for(1)
+
+    def delivered() -> dict:
+        return httpx.get(status_url).json()
+
+    deadline = time.monotonic() + 5
+    while delivered()["status"] != "delivered" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    record = delivered()
+    assert record["status"] == "delivered"
+    assert record["recipients"] == ["alice", "carol"]
+    assert record["created_at"].endswith("Z") and record["updated_at"] >= record["created_at"]
+    assert set(record["deliveries"]) == {"user:alice", "user:carol"}
+    for delivery in record["deliveries"].values():
+        assert delivery["state"] == "delivered"
+        assert valid_event_id(delivery["event_id"])
+    assert record["deliveries"]["user:alice"]["event_id"] == alice.events[0].id
+
+
+def test_a_topic_notification_reaches_every_subscriber(api, subscribe):
+    readers = [subscribe(user, ["news"], grants=("news",)) for user in ("ann", "ben")]
+    httpx.post(f"{api}/api/notifications", json={"topic": "news", "title": "Extra"})
+    for reader in readers:
+        events = reader.wait_for(1)
+        assert [e.json()["data"]["title"] for e in events] == ["Extra"]
+        assert events[0].json()["topic"] == "news"
+
+
+def test_raw_events_fan_out_to_a_topic(api, subscribe):
+    reader = subscribe("ann", ["room:1"], grants=("room:*",))
+    answer = httpx.post(f"{api}/api/events",
+                        json={"topic": "room:1", "type": "chat.message", "data": {"t": "hey"}})
+    assert answer.status_code == 202
+    events = reader.wait_for(1)
+    assert events[0].id == answer.json()["id"]
+    assert events[0].event == "chat.message"
+    assert events[0].json()["data"] == {"t": "hey"}

@@ -1,0 +1,63 @@
+"""Idempotency: a repeated request or a repeated task adds nothing."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+
+from tasks.notifications import send_notification
+
+pytestmark = pytest.mark.usefixtures("clean", "worker")
+
+
+def _inbox(api: str, user: str) -> dict:
+    return httpx.get(f"{api}/api/users/{user}/notifications").json()
+
+
+def test_same_idempotency_key_gives_one_entry_and_one_event(api, subscribe):
+    alice = subscribe("alice")
+    request = {"recipients": ["alice"], "title": "Once"}
+    headers = {"Idempotency-Key": "order-1234-shipped"}
+    first = httpx.post(f"{api}/api/notifications", json=request, headers=headers)
+    second = httpx.post(f"{api}/api/notifications", json=request, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json()["id"] == second.json()["id"]
+    assert first.json()["created"] is True and second.json()["created"] is False
+
+    assert alice.wait_for(1)
+    time.sleep(0.7)
+    assert len(alice.events) == 1
+    inbox = _inbox(api, "alice")
+    assert [item["id"] for item in inbox["items"]] == [first.json()["id"]]
+    assert inbox["unread"] == 1
+
+
+def test_same_key_with_another_body_is_refused(api, rdb):
+    headers = {"Idempotency-Key": "k-1"}
+    first = httpx.post(f"{api}/api/notifications",
+                       json={"recipients": ["alice"], "title": "A"}, headers=headers)
+    other = httpx.post(f"{api}/api/notifications",
+                       json={"recipients": ["alice"], "title": "B"}, headers=headers)
+    assert other.status_code == 422
+    assert other.json()["error"]["field"] == "Idempotency-Key"
+    assert first.json()["id"] in other.json()["error"]["message"]
+
+
+def test_running_the_task_twice_delivers_once(api, subscribe, services, wait_idle):
+    alice = subscribe("alice")
+    answer = httpx.post(f"{api}/api/notifications",
+                        json={"recipients": ["alice"], "title": "Twice?"})
+    notification_id = answer.json()["id"]
+    assert alice.wait_for(1)
+    # A redelivery of the same message, as acks_late gives after a lost worker.
+    send_notification.apply_async(kwargs={"notification_id": notification_id},
+                                  task_id=notification_id)
+    send_notification.apply_async(kwargs={"notification_id": notification_id})
+    wait_idle()
+    time.sleep(0.3)
+    assert len(alice.events) == 1
+    assert len(_inbox(api, "alice")["items"]) == 1
+    stream = services.keys.stream("user:alice")
+    assert services.redis.xlen(stream) == 1

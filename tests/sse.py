@@ -1,0 +1,175 @@
+"""A Server-Sent-Events client on a plain socket, for tests.
+
+It opens a real HTTP connection, parses the stream as the WHATWG EventSource
+algorithm does (fields ``id``, ``event``, ``data``, ``retry``; comments; CR, LF or CRLF
+line ends), and reads in a background thread. Unlike an HTTP library's streaming
+response it can be closed at once from the test thread, and it can stop reading on
+purpose (a stalled client).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+
+@dataclass
+class SSEEvent:
+    id: str | None
+    event: str
+    data: str
+
+    def json(self) -> Any:
+        return json.loads(self.data)
+
+
+@dataclass
+class _Parser:
+    last_id: str | None = None
+    event: str = ""
+    data: list[str] = field(default_factory=list)
+    retry: int | None = None
+    comments: list[str] = field(default_factory=list)
+
+    def line(self, text: str) -> SSEEvent | None:
+        if text == "":
+            return self._dispatch()
+        if text.startswith(":"):
+            self.comments.append(text[1:].strip())
+            return None
+        name, _, value = text.partition(":")
+        value = value[1:] if value.startswith(" ") else value
+        if name == "data":
+            self.data.append(value)
+        elif name == "event":
+            self.event = value
+        elif name == "id" and "\0" not in value:
+            self.last_id = value
+        elif name == "retry" and value.isdigit():
+            self.retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEEvent | None:
+        data, event = self.data, self.event
+        self.data, self.event = [], ""
+        if not data:
+            return None
+        return SSEEvent(self.last_id, event or "message", "\n".join(data))
+
+
+class SSEClient:
+    """One subscriber connection. ``status`` and ``headers`` are set on return."""
+
+    def __init__(self, base_url: str, params: dict[str, str] | None = None,
+                 headers: dict[str, str] | None = None, path: str = "/events",
+                 read: bool = True, timeout: float = 10.0) -> None:
+        parts = urlsplit(base_url)
+        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        query = f"?{urlencode(params)}" if params else ""
+        lines = [f"GET {path}{query} HTTP/1.1", f"Host: {parts.netloc}",
+                 "Accept: text/event-stream"]
+        lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+        self.sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        self.parser = _Parser()
+        self.events: list[SSEEvent] = []
+        self.closed = threading.Event()
+        self._cond = threading.Condition()
+        self._buffer = b""
+        self.status, self.headers = self._read_head()
+        self.body: Any = None
+        if self.status != 200:
+            self.body = self._read_body()
+            self.sock.close()
+            self.closed.set()
+            return
+        self.sock.settimeout(None)
+        self._thread = threading.Thread(target=self._read_events, daemon=True)
+        if read:
+            self._thread.start()
+
+    def _read_head(self) -> tuple[int, dict[str, str]]:
+        while b"\r\n\r\n" not in self._buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed before the response head: {self._buffer!r}")
+            self._buffer += chunk
+        head, self._buffer = self._buffer.split(b"\r\n\r\n", 1)
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        return int(status_line.split()[1]), headers
+
+    def _read_body(self) -> Any:
+        data = self._buffer
+        while True:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        try:
+            return json.loads(data)
+        except ValueError:
+            return data
+
+    def start_reading(self) -> None:
+        self._thread.start()
+
+    def _read_events(self) -> None:
+        pending = self._buffer.decode()
+        try:
+            while True:
+                pending = self._consume(pending)
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    break
+                pending += chunk.decode()
+        except OSError:
+            pass
+        finally:
+            self.closed.set()
+            with self._cond:
+                self._cond.notify_all()
+
+    def _consume(self, pending: str) -> str:
+        text = pending.replace("\r\n", "\n").replace("\r", "\n")
+        *lines, rest = text.split("\n")
+        for line in lines:
+            event = self.parser.line(line)
+            if event is not None:
+                with self._cond:
+                    self.events.append(event)
+                    self._cond.notify_all()
+        return rest
+
+    def wait_for(self, count: int, timeout: float = 5.0) -> list[SSEEvent]:
+        """Wait until ``count`` events arrived (or the timeout); return all events."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.events) < count and not self.closed.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+            return list(self.events)
+
+    def wait_closed(self, timeout: float = 5.0) -> bool:
+        return self.closed.wait(timeout)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        self.sock.close()
+
+    def __enter__(self) -> SSEClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

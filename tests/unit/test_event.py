@@ -1,0 +1,65 @@
+"""The event envelope and its SSE encoding (pure functions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from herald.errors import InvalidEvent
+from herald.event import Event, encode_body, id_key, sse_comment, sse_frame, valid_topic
+
+
+@pytest.mark.parametrize("topic", ["user:alice", "broadcast", "a", "room:42.b_c-d",
+                                   "x" * 128])
+def test_valid_topics(topic):
+    assert valid_topic(topic)
+
+
+@pytest.mark.parametrize("topic", ["", "User:Alice", "a b", "-a", "x" * 129, "a\nb",
+                                   "a\0", "é", None, 5])
+def test_invalid_topics(topic):
+    assert not valid_topic(topic)
+
+
+@pytest.mark.parametrize(("topic", "type", "data", "field"), [
+    ("bad topic", "message", 1, "topic"),
+    ("t", "bad\ntype", 1, "type"),
+    ("t", "x\r", 1, "type"),
+    ("t", "x\0", 1, "type"),
+    ("t", "", 1, "type"),
+    ("t", "message", {1, 2}, "data"),
+    ("t", "message", float("nan"), "data"),
+    ("t", "message", "x" * 70_000, "data"),
+])
+def test_encode_body_names_the_bad_field(topic, type, data, field):
+    with pytest.raises(InvalidEvent) as caught:
+        encode_body(topic, type, data)
+    assert caught.value.field == field
+
+
+def test_envelope_round_trip_and_frame_is_one_event():
+    rest = encode_body("user:alice", "note", {"text": "a\n\ndata: x\r\nevent: y"})
+    envelope = '{"id":"5-7","ts":5,' + rest
+    event = Event.from_json(envelope)
+    assert event == Event("5-7", 5, "user:alice", "note",
+                          {"text": "a\n\ndata: x\r\nevent: y"})
+    frame = sse_frame(event.id, event.type, envelope.encode())
+    assert frame.endswith(b"\n\n") and frame.count(b"\n\n") == 1
+    lines = frame.decode().split("\n")
+    assert lines[:2] == ["id: 5-7", "event: note"]
+    assert json.loads(lines[2].removeprefix("data: ")) == json.loads(envelope)
+
+
+def test_ids_compare_numerically():
+    assert id_key("999-5") < id_key("1000-1") < id_key("1000-2")
+
+
+def test_comment_cannot_break_lines():
+    assert sse_comment("a\nb\rc") == b": a b c\n\n"
+
+
+def test_malformed_envelopes_are_rejected():
+    for raw in ("[]", "{}", '{"id": "1-1"}', "nope"):
+        with pytest.raises(ValueError):
+            Event.from_json(raw)
