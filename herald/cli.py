@@ -126,6 +126,41 @@ def listen(topics: tuple[str, ...], user: str, raw: bool) -> None:
         pass
 
 
+BENCH_SCENARIOS = ("fanout", "throughput", "routing", "slow")
+
+
+@main.command()
+@click.argument("scenario", type=click.Choice([*BENCH_SCENARIOS, "all", "report"]))
+@click.option("--quick", is_flag=True, help="Small sizes: a smoke run, not figures.")
+@click.option("--no-references", is_flag=True, help="Skip nginx+nchan and flask-sse.")
+@click.option("--only", "only", multiple=True,
+              type=click.Choice(["herald", "herald x2", "nchan", "flask-sse"]),
+              help="Measure only these targets (repeatable).")
+def bench(scenario: str, quick: bool, no_references: bool, only: tuple[str, ...]) -> None:
+    """Benchmark the streamer (and the references) and update BENCHMARKS.md.
+
+    ``report`` only rewrites BENCHMARKS.md from the stored results.
+    """
+    from herald import stack
+
+    if scenario == "report":
+        from bench.run import rewrite_report
+
+        rewrite_report()
+        return
+    try:
+        from bench.run import main as run_bench
+    except ImportError as exc:
+        raise click.ClickException(f"the benchmark needs the dev extras: {exc}") from exc
+    cfg, embedded = stack.with_redis(_config())
+    try:
+        scenarios = list(BENCH_SCENARIOS) if scenario == "all" else [scenario]
+        sys.exit(run_bench(scenarios, cfg.redis_url, quick, not no_references, only))
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
 @main.command("config")
 def show_config() -> None:
     """Print every setting: variable, value in effect, default and meaning."""

@@ -117,6 +117,8 @@ SETTINGS: tuple[Setting, ...] = (
             "Address the streamer binds."),
     Setting("HERALD_STREAMER_PORT", "streamer_port", "8001", _int(1, 65535),
             "Port of the streamer (SSE)."),
+    Setting("HERALD_STREAMER_PROCESSES", "streamer_processes", "1", _int(1, 256),
+            "Streamer processes sharing the port (SO_REUSEPORT); one Redis subscription each."),
     Setting("HERALD_STREAMER_URL", "streamer_url", None, _url(_HTTP),
             "Where clients reach the streamer; defaults to http://HOST:PORT of the streamer."),
     Setting("HERALD_FLOWER_PORT", "flower_port", "5555", _int(1, 65535),
@@ -142,6 +144,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Recipients one notification may name (use a topic for more)."),
     Setting("HERALD_CLIENT_BUFFER", "client_buffer", "262144", _int(1024, 1 << 30),
             "Bytes a slow SSE client may fall behind before it is disconnected."),
+    Setting("HERALD_SEND_BUFFER", "send_buffer", "262144", _int(0, 1 << 26),
+            "Kernel send buffer per SSE socket in bytes (bounds what a stalled client pins "
+            "in kernel memory); 0 keeps the kernel's autotuning."),
     Setting("HERALD_HISTORY_MAXLEN", "history_maxlen", "1000", _int(1, 10_000_000),
             "Events kept per topic in the replayable history (approximate, Redis `~`)."),
     Setting("HERALD_HISTORY_TTL", "history_ttl", "86400", _int(1, 31_536_000),
@@ -171,6 +176,7 @@ class Config:
     api_url: str
     streamer_host: str
     streamer_port: int
+    streamer_processes: int
     streamer_url: str
     flower_port: int
     flower_auth: str
@@ -183,6 +189,7 @@ class Config:
     max_topics: int
     max_recipients: int
     client_buffer: int
+    send_buffer: int
     history_maxlen: int
     history_ttl: int
     inbox_max: int

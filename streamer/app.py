@@ -2,18 +2,23 @@
 
 ``GET /events?topics=a,b&token=...`` checks, in order: the token (401: missing,
 invalid or expired), the topics (400 naming the bad one), the grants (403 naming the
-topic). Without ``topics`` a client gets its own topic ``user:<id>``.
-Only then is the client registered and, once Redis has confirmed its subscriptions,
-the response headers are written: a client that has its headers receives every event
-published after that moment. The token may also come as ``Authorization: Bearer`` or
-the ``herald_token`` cookie.
+topic). Without ``topics`` a client gets its own topic ``user:<id>``. The token may
+also come as ``Authorization: Bearer`` or the ``herald_token`` cookie.
+
+Only once Redis has confirmed the subscriptions of all its topics are the response
+headers written: a client that has its headers receives every event published after
+that moment. When the topics are already subscribed (the usual case) the whole
+handshake runs in the event loop's callback, without a greenlet.
 """
 
 from __future__ import annotations
 
+import _socket
 import logging
-import socket
+import os
 from typing import Any
+
+import gevent
 
 from herald import tokens
 from herald.config import Config
@@ -23,14 +28,12 @@ from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import Client
 from streamer.hub import Hub
-from streamer.protocol import BadRequest, Request, read_request, respond, respond_error
+from streamer.protocol import BadRequest, Request, response
+from streamer.reply import reply_and_close
 
 log = logging.getLogger(__name__)
 
-MAX_REQUEST_HEAD = 8192
-REQUEST_TIMEOUT = 5.0
 SUBSCRIBE_TIMEOUT = 5.0
-MAX_CLIENT_INPUT = 64 * 1024  # bytes a subscriber may send after its request
 TOKEN_COOKIE = "herald_token"
 
 SSE_HEAD = (
@@ -44,7 +47,7 @@ SSE_HEAD = (
 
 
 class Streamer:
-    """Serves one connection per call to ``handle`` (gevent ``StreamServer`` handler)."""
+    """Routes complete requests (``Listener`` handler) to the handlers below."""
 
     def __init__(self, config: Config, hub: Hub, broker: Broker) -> None:
         self.config = config
@@ -52,17 +55,11 @@ class Streamer:
         self.broker = broker
         self.routes = {"/events": self.events, "/healthz": self.healthz}
 
-    def handle(self, sock: socket.socket, address: Any) -> None:
-        request = None
+    def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
-            request = read_request(sock, MAX_REQUEST_HEAD, REQUEST_TIMEOUT)
-            if request is None:
-                return
             self._route(request)(sock, request)
         except BadRequest as exc:
-            respond_error(sock, request, exc)
-        except OSError:
-            log.debug("connection from %s failed", address, exc_info=True)
+            reply_and_close(sock, exc.answer())
 
     def _route(self, request: Request) -> Any:
         handler = self.routes.get(request.path)
@@ -73,34 +70,50 @@ class Streamer:
                              headers={"Allow": "GET"})
         return handler
 
-    def healthz(self, sock: socket.socket, request: Request) -> None:
+    def healthz(self, sock: _socket.socket, request: Request) -> None:
         healthy = self.broker.connected
-        body = {"status": "ok" if healthy else "unavailable",
+        body = {"status": "ok" if healthy else "unavailable", "pid": os.getpid(),
                 "redis": "ok" if healthy else "disconnected",
                 "clients": len(self.hub.clients), "topics": len(self.hub.topics),
-                "events": self.hub.events_in, "deliveries": self.hub.deliveries}
-        respond(sock, request, 200 if healthy else 503, body)
+                "events": self.hub.events_in, "deliveries": self.hub.deliveries,
+                "dropped_slow": self.hub.dropped}
+        reply_and_close(sock, response(200 if healthy else 503, body))
 
-    def events(self, sock: socket.socket, request: Request) -> None:
+    def events(self, sock: _socket.socket, request: Request) -> None:
         grant = self._authenticate(request)
         topics = self._topics(request, grant)
-        client = Client(sock, grant, topics, self.config.client_buffer,
-                        peer=_peer(sock))
+        client = Client(grant.user, grant.token_id, topics, self.config.client_buffer,
+                        peer=request.peer)
         self.hub.add(client)
-        if not self.broker.wait_ready(topics, SUBSCRIBE_TIMEOUT):
-            self.hub.remove(client)
-            raise BadRequest(503, "unavailable", "not subscribed to Redis yet; retry",
-                             headers={"Retry-After": "1"})
-        try:
-            sock.sendall(self._handshake(grant, topics))
-            client.go_live()
-            _wait_for_eof(sock)
-        finally:
-            client.close("disconnected")
+        if self.broker.ready(topics):
+            self._start(sock, client)
+        else:
+            gevent.spawn(self._start_when_subscribed, sock, client)
 
-    def _handshake(self, grant: Grant, topics: tuple[str, ...]) -> bytes:
+    def _start_when_subscribed(self, sock: _socket.socket, client: Client) -> None:
+        if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT) and not client.closed:
+            self._start(sock, client)
+            return
+        self.hub.remove(client)
+        reply_and_close(sock, BadRequest(503, "unavailable", "not subscribed to Redis yet; "
+                                         "retry", headers={"Retry-After": "1"}).answer())
+
+    def _start(self, sock: _socket.socket, client: Client) -> None:
+        """Write the stream's head and hand the socket to the client."""
+        head = self._handshake(client)
+        try:
+            written = sock.send(head)
+        except OSError:
+            written = -1
+        if written != len(head):  # a fresh socket takes a few hundred bytes, or is dead
+            self.hub.remove(client)
+            sock.close()
+            return
+        client.attach(sock, self.config.send_buffer)
+
+    def _handshake(self, client: Client) -> bytes:
         retry = b"retry: %d\n" % self.config.retry_ms
-        hello = sse_comment(f"connected as {grant.user} to {','.join(topics)}")
+        hello = sse_comment(f"connected as {client.user} to {','.join(client.topics)}")
         return SSE_HEAD + retry + hello
 
     def _authenticate(self, request: Request) -> Grant:
@@ -140,24 +153,3 @@ def _bearer(request: Request) -> str | None:
 def _unauthorized(message: str) -> BadRequest:
     return BadRequest(401, "unauthorized", message, "token",
                       headers={"WWW-Authenticate": 'Bearer realm="herald"'})
-
-
-def _peer(sock: socket.socket) -> str:
-    try:
-        host, port = sock.getpeername()[:2]
-    except OSError:
-        return "?"
-    return f"{host}:{port}"
-
-
-def _wait_for_eof(sock: socket.socket) -> None:
-    """Block until the peer closes (or the socket is shut down by ``Client.close``)."""
-    received = 0
-    while received <= MAX_CLIENT_INPUT:
-        try:
-            data = sock.recv(4096)
-        except OSError:
-            return
-        if not data:
-            return
-        received += len(data)

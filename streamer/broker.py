@@ -8,13 +8,14 @@ Guarantees:
 - a lost connection is retried forever with capped exponential backoff and jitter,
   each attempt logged at WARNING with its delay; on reconnecting every wanted topic is
   subscribed again, and ``on_reconnect`` is called so the gap can be filled;
-- ``wait_ready`` returns only once Redis has confirmed the subscriptions, so a client
-  whose handshake succeeded receives every event published after it.
+- a connection that goes silent (no reply to the keep-alive PING) is treated as lost;
+- ``ready`` / ``wait_ready`` become true only once Redis has confirmed the
+  subscriptions, so a client whose handshake succeeded receives every event published
+  after it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 import time
@@ -23,35 +24,47 @@ from typing import Any
 
 import gevent
 import gevent.event
-import redis
+import hiredis
 
-from herald.connection import blocking_client
 from herald.keys import Keys
+from streamer.pubsub import PubSubConnection, PubSubError, pack
 
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # channels per SUBSCRIBE command
+KEEPALIVE = 15.0  # seconds between PINGs on an otherwise idle connection
+SILENCE = 3 * KEEPALIVE  # no byte for this long: the connection is dead
+
+Batch = list[tuple[str, bytes]]
 
 
 class Broker:
-    """Subscribes the topics local clients want and hands their events to ``deliver``."""
+    """Subscribes the topics local clients want and hands their events to ``deliver``.
 
-    def __init__(self, redis_url: str, keys: Keys, deliver: Callable[[str, bytes], None],
+    ``deliver`` receives batches of ``(topic, envelope)`` in publication order: all the
+    messages one read from Redis returned, so that under load one write per client
+    carries several events, and when idle a lone event goes out at once.
+    """
+
+    def __init__(self, redis_url: str, keys: Keys, deliver: Callable[[Batch], None],
                  *, max_backoff: float = 5.0,
                  on_reconnect: Callable[[], None] | None = None) -> None:
         self._url = redis_url
         self._keys = keys
         self._prefix = keys.channel_prefix.encode()
-        self._control = f"{keys.prefix}:control"
+        self._control = f"{keys.prefix}:control".encode()
         self._deliver = deliver
         self._on_reconnect = on_reconnect
         self._max_backoff = max_backoff
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
-        self._confirmed: dict[str, gevent.event.Event] = {}
+        self._confirmed: set[str] = set()
+        self._inflight: dict[str, int] = {}  # SUBSCRIBEs sent, not yet confirmed
+        self._waiters: dict[str, gevent.event.Event] = {}
         self._changed = gevent.event.Event()
         self._greenlet: gevent.Greenlet | None = None
-        self._pubsub: Any = None
+        self._connection: PubSubConnection | None = None
+        self._last_read = time.monotonic()
         self.connected = False
         self.reconnects = 0
 
@@ -62,22 +75,33 @@ class Broker:
     def want(self, topic: str) -> None:
         if topic not in self._wanted:
             self._wanted.add(topic)
-            self._confirmed[topic] = gevent.event.Event()
             self._changed.set()
 
     def unwant(self, topic: str) -> None:
         if topic in self._wanted:
             self._wanted.discard(topic)
-            self._confirmed.pop(topic, None)
             self._changed.set()
+            waiter = self._waiters.pop(topic, None)
+            if waiter is not None:
+                waiter.set()
+
+    def ready(self, topics: tuple[str, ...]) -> bool:
+        """True when Redis has confirmed every one of ``topics``."""
+        confirmed, wanted = self._confirmed, self._wanted
+        return all(topic in confirmed and topic in wanted for topic in topics)
 
     def wait_ready(self, topics: tuple[str, ...], timeout: float) -> bool:
-        """True once Redis confirmed every topic; False after ``timeout`` seconds."""
+        """Wait until ``ready(topics)``; False after ``timeout`` seconds."""
         deadline = time.monotonic() + timeout
         for topic in topics:
-            confirmed = self._confirmed.get(topic)
-            if confirmed is None or not confirmed.wait(max(0.0, deadline - time.monotonic())):
-                return False
+            while not self.ready((topic,)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or topic not in self._wanted:
+                    return False
+                waiter = self._waiters.get(topic)
+                if waiter is None:
+                    waiter = self._waiters[topic] = gevent.event.Event()
+                waiter.wait(remaining)
         return True
 
     def start(self) -> None:
@@ -92,11 +116,10 @@ class Broker:
         delay = 0.0
         while True:
             started = time.monotonic()
-            error: Exception | None = None
             try:
                 self._session()
-            except (redis.RedisError, OSError) as exc:
-                error = exc
+            except PubSubError as exc:
+                error: Exception = exc
             except Exception as exc:  # a bug must not end the subscription for good
                 log.exception("subscription loop failed")
                 error = exc
@@ -109,48 +132,67 @@ class Broker:
             gevent.sleep(pause)
 
     def _session(self) -> None:
-        pubsub = blocking_client(self._url).pubsub(ignore_subscribe_messages=False)
-        self._pubsub = pubsub
-        pubsub.subscribe(self._control)
+        connection = PubSubConnection(self._url)
+        connection.connect()
+        self._connection = connection
+        self._last_read = time.monotonic()
+        connection.send(pack(b"SUBSCRIBE", self._control))
         reader = gevent.getcurrent()
-        syncer = gevent.spawn(self._sync, pubsub)
-        # A failed SUBSCRIBE ends the session like a failed read does.
+        syncer = gevent.spawn(self._sync, connection)
+        # A failed SUBSCRIBE or a silent connection ends the session like a failed read.
         syncer.link_exception(lambda dead: reader.kill(dead.exception, block=False))
         try:
             while True:
-                message = pubsub.get_message(timeout=None)
-                if message is not None:
-                    self._handle(message)
+                replies = connection.read()
+                self._last_read = time.monotonic()
+                batch: Batch = []
+                for reply in replies:
+                    self._handle(reply, batch)
+                if batch:
+                    self._deliver(batch)
         finally:
             syncer.kill()
             self._close()
 
-    def _sync(self, pubsub: Any) -> None:
-        """Bring the connection's subscriptions in line with what clients want."""
+    def _sync(self, connection: PubSubConnection) -> None:
+        """Bring the subscriptions in line with what clients want; keep the link alive."""
         while True:
-            self._changed.wait()
+            self._changed.wait(KEEPALIVE)
+            if not self._changed.is_set():
+                self._keepalive(connection)
+                continue
             self._changed.clear()
             add = sorted(self._wanted - self._subscribed)
             drop = sorted(self._subscribed - self._wanted)
             for start in range(0, len(add), BATCH):
                 batch = add[start:start + BATCH]
-                pubsub.subscribe(*(self._keys.channel(t) for t in batch))
                 self._subscribed.update(batch)
+                for topic in batch:
+                    self._inflight[topic] = self._inflight.get(topic, 0) + 1
+                connection.send(pack(b"SUBSCRIBE", *(self._keys.channel(t) for t in batch)))
             for start in range(0, len(drop), BATCH):
                 batch = drop[start:start + BATCH]
-                pubsub.unsubscribe(*(self._keys.channel(t) for t in batch))
                 self._subscribed.difference_update(batch)
+                self._confirmed.difference_update(batch)
+                connection.send(pack(b"UNSUBSCRIBE", *(self._keys.channel(t) for t in batch)))
 
-    def _handle(self, message: dict[str, Any]) -> None:
-        kind = message["type"]
-        channel = message["channel"]
-        if kind == "message":
+    def _keepalive(self, connection: PubSubConnection) -> None:
+        if time.monotonic() - self._last_read > SILENCE:
+            raise PubSubError(f"no reply from Redis for {SILENCE:.0f}s")
+        connection.send(pack(b"PING"))
+
+    def _handle(self, reply: Any, batch: Batch) -> None:
+        if isinstance(reply, hiredis.ReplyError):
+            raise PubSubError(f"Redis refused a command: {reply}")
+        kind = reply[0]
+        if kind == b"message":
+            channel = reply[1]
             if channel.startswith(self._prefix):
-                self._deliver(channel[len(self._prefix):].decode(), message["data"])
-        elif kind == "subscribe":
-            self._confirm(channel.decode())
+                batch.append((channel[len(self._prefix):].decode(), reply[2]))
+        elif kind == b"subscribe":
+            self._confirm(reply[1])
 
-    def _confirm(self, channel: str) -> None:
+    def _confirm(self, channel: bytes) -> None:
         if channel == self._control:
             self.connected = True
             log.info("subscribed to Redis (%d topics)", len(self._wanted))
@@ -158,20 +200,25 @@ class Broker:
             if self.reconnects and self._on_reconnect is not None:
                 self._on_reconnect()
             return
-        topic = channel[len(self._keys.channel_prefix):]
-        confirmed = self._confirmed.get(topic)
-        if confirmed is not None:
-            confirmed.set()
+        topic = channel[len(self._prefix):].decode()
+        inflight = self._inflight.pop(topic, 1) - 1
+        if inflight > 0:
+            self._inflight[topic] = inflight
+            return  # a later SUBSCRIBE of this topic is still on its way
+        if topic in self._subscribed:
+            self._confirmed.add(topic)
+            waiter = self._waiters.pop(topic, None)
+            if waiter is not None:
+                waiter.set()
 
     def _lost(self) -> None:
         self.connected = False
         self.reconnects += 1
         self._subscribed.clear()
-        for confirmed in self._confirmed.values():
-            confirmed.clear()
+        self._confirmed.clear()
+        self._inflight.clear()
 
     def _close(self) -> None:
-        pubsub, self._pubsub = self._pubsub, None
-        if pubsub is not None:
-            with contextlib.suppress(redis.RedisError, OSError):
-                pubsub.close()
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()

@@ -1,96 +1,123 @@
-"""One subscriber connection: its grant, its topics, and how bytes reach its socket.
+"""One subscriber connection once its handshake is done.
+
+A live client costs no greenlet: its socket is a plain non-blocking socket, its end is
+noticed by an event-loop watcher (a read of EOF or an error closes it at once), and the
+hub writes to it directly.
 
 Guarantees:
-- ``send`` never blocks the caller (the hub): it makes one non-blocking ``send`` on the
-  socket; whatever the kernel does not take is queued in this client's buffer and
-  written by this client's own writer greenlet, in order.
-- A client whose queued bytes pass ``limit`` is closed at once (a slow or stalled
-  reader never holds memory or delays other clients); so is one whose queued bytes
-  cannot be written within ``write_timeout`` seconds.
-- Before ``go_live`` (while the handshake is written) frames are queued, so a client
-  never receives an event ahead of its response headers.
+- ``send`` never blocks the caller (the hub): it makes one non-blocking write; whatever
+  the kernel does not take is queued in this client's buffer and written, in order, by
+  a writer greenlet that exists only while the client is behind;
+- a client whose queued bytes pass ``limit`` is closed at once, so a slow or stalled
+  reader never holds more than ``limit`` bytes nor delays other clients; so is one whose
+  queue cannot be written within ``write_timeout`` seconds;
+- until ``attach`` (while the handshake is written) frames are queued, so a client never
+  receives an event ahead of its response headers.
 """
 
 from __future__ import annotations
 
+import _socket
 import contextlib
 import logging
-import socket
+import os
 from collections import deque
 from collections.abc import Callable
 
 import gevent
-
-from herald.tokens import Grant
+from gevent.socket import wait_write
 
 log = logging.getLogger(__name__)
 
+MAX_CLIENT_INPUT = 64 * 1024  # bytes a subscriber may send after its request
+TOO_SLOW = "too slow"
+EV_READ = 1
+
 
 class Client:
-    """A connected SSE subscriber."""
+    """A connected subscriber: its topics, its socket and its backlog."""
 
-    __slots__ = (
-        "_live",
-        "_on_close",
-        "_pending",
-        "_pending_bytes",
-        "_writer",
-        "close_reason",
-        "closed",
-        "grant",
-        "limit",
-        "peer",
-        "sock",
-        "topics",
-        "write_timeout",
-    )
+    __slots__ = ("_on_close", "_watcher", "_writer", "close_reason", "closed", "fd", "input",
+                 "limit", "peer", "pending", "pending_bytes", "sock", "token_id", "topics",
+                 "user", "write_timeout")
 
-    def __init__(self, sock: socket.socket, grant: Grant, topics: tuple[str, ...],
-                 limit: int, write_timeout: float = 30.0, peer: str = "") -> None:
-        self.sock = sock
-        self.grant = grant
+    def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
+                 write_timeout: float = 30.0, peer: str = "") -> None:
+        self.user = user
+        self.token_id = token_id
         self.topics = topics
         self.limit = limit
         self.write_timeout = write_timeout
         self.peer = peer
+        self.sock: _socket.socket | None = None
+        self.fd = -1
         self.closed = False
         self.close_reason = ""
-        self._live = False
-        self._pending: deque[bytes] = deque()
-        self._pending_bytes = 0
+        self.input = 0
+        # Not None while frames wait: before ``attach`` and while the client is behind.
+        self.pending: deque[bytes] | None = deque()
+        self.pending_bytes = 0
         self._writer: gevent.Greenlet | None = None
+        self._watcher = None
         self._on_close: Callable[[Client], None] | None = None
-
-    @property
-    def backlog(self) -> int:
-        """Bytes queued but not yet taken by the socket."""
-        return self._pending_bytes
 
     def on_close(self, callback: Callable[[Client], None]) -> None:
         self._on_close = callback
 
-    def send(self, data: bytes) -> None:
-        """Write ``data`` without blocking; queue what the socket does not take."""
-        if self.closed:
-            return
-        if self._pending or not self._live:
-            self._queue(data)
-            return
-        try:
-            sent = self.sock.send(data, 0, 0.0)
-        except BlockingIOError:
-            sent = 0
-        except OSError:
-            self.close("write failed")
-            return
-        if sent < len(data):
-            self._queue(data[sent:])
+    def attach(self, sock: _socket.socket, send_buffer: int = 0) -> None:
+        """Take over the connection's (non-blocking) socket and start streaming to it.
 
-    def go_live(self) -> None:
-        """The handshake is written: flush what was queued meanwhile, then send directly."""
-        self._live = True
-        if self._pending:
+        ``send_buffer`` (bytes, 0 for the kernel's autotuning) caps what the kernel
+        holds for this client on top of ``limit``.
+        """
+        self.sock = sock
+        fd = sock.fileno()
+        # Events are small and latency matters: never let Nagle hold one back.
+        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        if send_buffer:
+            self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, send_buffer)
+        self.fd = fd
+        self._watcher = gevent.get_hub().loop.io(fd, EV_READ)
+        self._watcher.start(self._readable)
+        if self.pending:
             self._start_writer()
+        else:
+            self.pending = None
+
+    def send(self, data: bytes) -> bool:
+        """Write ``data`` without blocking; False when the client had to be closed."""
+        if self.closed:
+            return False
+        if self.pending is None:
+            try:
+                written = os.write(self.fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError:
+                self.close("write failed")
+                return False
+            if written == len(data):
+                return True
+            data = data[written:]
+        if not self.enqueue(data):
+            self.close(TOO_SLOW)
+            return False
+        return True
+
+    def enqueue(self, data: bytes) -> bool:
+        """Queue bytes behind what is pending; False when that passes ``limit``.
+
+        The caller closes the client then (the hub does so after its loop).
+        """
+        if self.pending is None:
+            self.pending = deque()
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if self.pending_bytes > self.limit:
+            return False
+        if self.sock is not None:
+            self._start_writer()
+        return True
 
     def close(self, reason: str) -> None:
         """Close the connection once; the hub forgets the client via ``on_close``."""
@@ -98,38 +125,85 @@ class Client:
             return
         self.closed = True
         self.close_reason = reason
-        self._pending.clear()
-        self._pending_bytes = 0
-        log.debug("client %s closed: %s", self.peer, reason)
-        with contextlib.suppress(OSError):
-            self.sock.shutdown(socket.SHUT_RDWR)
+        level = logging.INFO if reason == TOO_SLOW else logging.DEBUG
+        log.log(level, "client %s of %s closed: %s (%d bytes behind)", self.peer, self.user,
+                reason, self.pending_bytes)
+        self.pending = None
+        self.pending_bytes = 0
+        if self._watcher is not None:
+            self._watcher.stop()
+            self._watcher.close()
+            self._watcher = None
+        if self.sock is not None:
+            self._release(self.sock)
         if self._on_close is not None:
             self._on_close(self)
 
-    def _queue(self, data: bytes) -> None:
-        self._pending.append(data)
-        self._pending_bytes += len(data)
-        if self._pending_bytes > self.limit:
-            log.info("client %s dropped: %d bytes behind (limit %d)", self.peer,
-                     self._pending_bytes, self.limit)
-            self.close("too slow")
+    def _release(self, sock: _socket.socket) -> None:
+        """Shut the connection down now; close the descriptor once no watcher uses it.
+
+        A writer waiting on the socket has a watcher on its descriptor: closing the
+        descriptor under it would make the event loop abort, so the writer is killed
+        first and the descriptor closed when it has gone.
+        """
+        with contextlib.suppress(OSError):
+            sock.shutdown(_socket.SHUT_RDWR)
+        writer, self._writer = self._writer, None
+        if writer is None or writer.dead or writer is gevent.getcurrent():
+            sock.close()
             return
-        if self._live:
-            self._start_writer()
+        writer.link(lambda _: sock.close())
+        writer.kill(block=False)
+
+    def _readable(self) -> None:
+        """The peer sent bytes or closed: EOF or an error ends the client."""
+        try:
+            data = self.sock.recv(4096)  # type: ignore[union-attr]
+        except BlockingIOError:
+            return
+        except OSError:
+            self.close("read failed")
+            return
+        if not data:
+            self.close("disconnected")
+            return
+        self.input += len(data)
+        if self.input > MAX_CLIENT_INPUT:
+            self.close("sent too much after its request")
 
     def _start_writer(self) -> None:
-        if self._writer is None:
+        if self._writer is None and not self.closed:
             self._writer = gevent.spawn(self._drain)
 
     def _drain(self) -> None:
+        """Write the queue as the socket accepts it; the client is behind meanwhile."""
         try:
-            while self._pending and not self.closed:
-                chunk = self._pending.popleft()
-                with gevent.Timeout(self.write_timeout):
-                    self.sock.sendall(chunk)
-                if not self.closed:
-                    self._pending_bytes -= len(chunk)
-        except (OSError, gevent.Timeout):
-            self.close("write failed or timed out")
+            while self.pending and not self.closed:
+                wait_write(self.fd, timeout=self.write_timeout,
+                           timeout_exc=TimeoutError("write timed out"))
+                if self.closed or not self.pending:
+                    break
+                self._write_some(self.pending)
+            if not self.closed:
+                self.pending = None
+        except OSError as exc:
+            self.close(f"write failed: {exc}")
         finally:
-            self._writer = None
+            if self._writer is gevent.getcurrent():
+                self._writer = None
+
+    def _write_some(self, pending: deque[bytes]) -> None:
+        if len(pending) > 1:  # one write for everything queued
+            joined = b"".join(pending)
+            pending.clear()
+            pending.append(joined)
+        chunk = pending[0]
+        try:
+            written = os.write(self.fd, chunk)
+        except BlockingIOError:
+            return
+        self.pending_bytes -= written
+        if written < len(chunk):
+            pending[0] = chunk[written:]
+        else:
+            pending.popleft()

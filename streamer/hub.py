@@ -1,9 +1,15 @@
 """The hub: which local clients want which topic, and fan-out to them.
 
+Clients that follow the same set of topics form a group. Each batch of events read from
+Redis is turned, per group, into one payload (the SSE frames of the batch's events for
+that group, in publication order), which is then written to every client of the group.
+
 Guarantees:
-- each event is encoded into its SSE frame once, then offered to every local client
-  of its topic with a non-blocking write (``Client.send``): dispatch never waits on a
-  client, so a slow client delays no one;
+- each event is encoded into its SSE frame once per process, whatever the number of
+  clients; each client receives its events in publication order;
+- dispatch never waits on a client: it makes one non-blocking write per client per
+  batch, and a client the kernel does not take everything from falls back to its own
+  bounded buffer (see ``streamer.client``), so a slow client delays no one;
 - the hub asks the broker for a topic when its first local client arrives and lets it
   go when its last one leaves, so a streamer receives from Redis only what its clients
   want;
@@ -13,16 +19,33 @@ Guarantees:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+import os
+import time
+from collections.abc import Callable, Iterable
 
 import gevent
 
 from herald.event import Event, sse_comment, sse_frame
-from streamer.client import Client
+from streamer.client import TOO_SLOW, Client
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT = sse_comment("heartbeat")
+
+
+HEARTBEAT_SLICE = 500  # writes between yields, so a heartbeat pass never holds events up
+
+
+class Group:
+    """The local clients that follow exactly the same topics."""
+
+    __slots__ = ("clients", "frames", "last_sent", "topics")
+
+    def __init__(self, topics: tuple[str, ...]) -> None:
+        self.topics = topics
+        self.clients: set[Client] = set()
+        self.frames: list[bytes] = []
+        self.last_sent = time.monotonic()
 
 
 class Hub:
@@ -31,66 +54,143 @@ class Hub:
     def __init__(self, want: Callable[[str], None], unwant: Callable[[str], None]) -> None:
         self._want = want
         self._unwant = unwant
-        self.topics: dict[str, set[Client]] = {}
+        self._groups: dict[tuple[str, ...], Group] = {}
+        self._by_topic: dict[str, list[Group]] = {}
         self.clients: set[Client] = set()
         self.events_in = 0
         self.deliveries = 0
+        self.dropped = 0
+
+    @property
+    def topics(self) -> dict[str, list[Group]]:
+        return self._by_topic
 
     def add(self, client: Client) -> None:
-        """Register ``client`` for its topics, subscribing new topics at the broker."""
+        """Register ``client``, subscribing topics new to this process at the broker."""
         self.clients.add(client)
         client.on_close(self.remove)
-        for topic in client.topics:
-            local = self.topics.get(topic)
-            if local is None:
-                local = self.topics[topic] = set()
-                self._want(topic)
-            local.add(client)
+        key = tuple(sorted(client.topics))
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(key)
+            for topic in key:
+                groups = self._by_topic.get(topic)
+                if groups is None:
+                    groups = self._by_topic[topic] = []
+                    self._want(topic)
+                groups.append(group)
+        group.clients.add(client)
 
     def remove(self, client: Client) -> None:
         """Forget ``client``; topics left without a local client are unsubscribed."""
         if client not in self.clients:
             return
         self.clients.discard(client)
-        for topic in client.topics:
-            local = self.topics.get(topic)
-            if local is None:
-                continue
-            local.discard(client)
-            if not local:
-                del self.topics[topic]
+        if client.close_reason == TOO_SLOW:
+            self.dropped += 1
+        key = tuple(sorted(client.topics))
+        group = self._groups.get(key)
+        if group is None:
+            return
+        group.clients.discard(client)
+        if group.clients:
+            return
+        del self._groups[key]
+        for topic in key:
+            groups = self._by_topic[topic]
+            groups.remove(group)
+            if not groups:
+                del self._by_topic[topic]
                 self._unwant(topic)
 
-    def dispatch(self, topic: str, envelope: bytes) -> None:
-        """Offer one published event to the local clients of ``topic``."""
-        clients = self.topics.get(topic)
-        if not clients:
-            return
-        try:
-            event = Event.from_json(envelope)
-        except ValueError:
-            log.warning("ignored a malformed event on topic %s: %.200r", topic, envelope)
-            return
-        frame = sse_frame(event.id, event.type, envelope)
-        self.events_in += 1
-        targets = tuple(clients)
-        for client in targets:
-            client.send(frame)
-        self.deliveries += len(targets)
+    def dispatch(self, batch: Iterable[tuple[str, bytes]]) -> None:
+        """Fan out a batch of ``(topic, envelope)`` read from Redis, in order."""
+        touched: list[Group] = []
+        for topic, envelope in batch:
+            groups = self._by_topic.get(topic)
+            if not groups:
+                continue
+            frame = _frame(topic, envelope)
+            if frame is None:
+                continue
+            self.events_in += 1
+            for group in groups:
+                if not group.frames:
+                    touched.append(group)
+                group.frames.append(frame)
+        now = time.monotonic()
+        for group in touched:
+            frames = group.frames
+            payload = frames[0] if len(frames) == 1 else b"".join(frames)
+            group.frames = []
+            group.last_sent = now
+            self.deliveries += len(frames) * len(group.clients)
+            _write_all(group.clients, payload)
 
-    def heartbeat(self) -> None:
-        """Send a comment to every client: keeps proxies open and finds dead peers."""
-        for client in tuple(self.clients):
-            client.send(HEARTBEAT)
+    def heartbeat(self, idle_for: float = 0.0) -> None:
+        """Send a comment to every client of every group idle for ``idle_for`` seconds.
+
+        Keeps proxies from closing quiet streams and finds dead peers. Groups that got
+        events meanwhile need none. Yields to the event loop every ``HEARTBEAT_SLICE``
+        writes, so events are not held up behind a pass over many clients.
+        """
+        cutoff = time.monotonic() - idle_for
+        written = 0
+        for group in list(self._groups.values()):
+            if group.last_sent > cutoff or not group.clients:
+                continue
+            _write_all(set(group.clients), HEARTBEAT)
+            group.last_sent = time.monotonic()
+            written += len(group.clients)
+            if written >= HEARTBEAT_SLICE:
+                written = 0
+                gevent.sleep(0)
 
     def run_heartbeats(self, interval: float) -> gevent.Greenlet:
+        """Every ``interval`` / 2 seconds, heartbeat groups quiet for ``interval`` / 2."""
         def beat() -> None:
             while True:
-                gevent.sleep(interval)
-                self.heartbeat()
+                gevent.sleep(interval / 2)
+                self.heartbeat(idle_for=interval / 2)
 
         return gevent.spawn(beat)
 
     def close_all(self, reason: str) -> None:
         for client in tuple(self.clients):
             client.close(reason)
+
+
+def _frame(topic: str, envelope: bytes) -> bytes | None:
+    try:
+        event = Event.from_json(envelope)
+    except ValueError:
+        log.warning("ignored a malformed event on topic %s: %.200r", topic, envelope)
+        return None
+    return sse_frame(event.id, event.type, envelope)
+
+
+def _write_all(clients: set[Client], payload: bytes) -> None:
+    """One non-blocking write of ``payload`` to each client (the fan-out hot loop).
+
+    Clients that must be closed are closed after the loop, since closing one removes it
+    from ``clients``.
+    """
+    size = len(payload)
+    write = os.write
+    failed: list[tuple[Client, str]] = []
+    for client in clients:
+        if client.pending is not None:
+            if not client.enqueue(payload):
+                failed.append((client, TOO_SLOW))
+            continue
+        try:
+            written = write(client.fd, payload)
+        except BlockingIOError:
+            written = 0
+        except OSError:
+            failed.append((client, "write failed"))
+            continue
+        if written != size and not client.enqueue(payload[written:]):
+            failed.append((client, TOO_SLOW))
+    for client, reason in failed:
+        client.close(reason)

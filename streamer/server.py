@@ -7,15 +7,14 @@ process exits with status 0.
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import logging
 import signal
-import socket
 import sys
 
 import gevent
 import gevent.event
-from gevent.server import StreamServer
 
 from herald import config as herald_config
 from herald import logs
@@ -25,45 +24,34 @@ from herald.keys import Keys
 from streamer.app import Streamer
 from streamer.broker import Broker
 from streamer.hub import Hub
+from streamer.listener import Listener, listening_socket
+from streamer.workers import Supervisor
 
 log = logging.getLogger(__name__)
 
 BACKLOG = 4096
 
 
-def listener(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A listening socket; with ``reuse_port`` several processes can share the port."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(BACKLOG)
-    sock.setblocking(False)
-    return sock
-
-
 class StreamerService:
     """Hub, broker and HTTP server of one streamer process."""
 
-    def __init__(self, config: Config, sock: socket.socket) -> None:
+    def __init__(self, config: Config, sock: _socket.socket) -> None:
         self.config = config
         keys = Keys(config.prefix)
-        self.broker = Broker(config.redis_url, keys, self._deliver)
+        self.broker = Broker(config.redis_url, keys, self._dispatch)
         self.hub = Hub(self.broker.want, self.broker.unwant)
         self.app = Streamer(config, self.hub, self.broker)
-        self.server = StreamServer(sock, self.app.handle)
+        self.listener = Listener(sock, self.app.handle)
         self.stopped = gevent.event.Event()
 
-    def _deliver(self, topic: str, envelope: bytes) -> None:
-        self.hub.dispatch(topic, envelope)
+    def _dispatch(self, batch: list[tuple[str, bytes]]) -> None:
+        self.hub.dispatch(batch)
 
     def start(self) -> None:
         self.broker.start()
-        self.server.start()
+        self.listener.start()
         self.hub.run_heartbeats(self.config.heartbeat)
-        host, port = self.server.address[:2]
+        host, port = self.listener.address
         log.info("Herald streamer listening on http://%s:%d (pid %d)", host, port,
                  _pid())
 
@@ -71,13 +59,21 @@ class StreamerService:
         if self.stopped.is_set():
             return
         log.info("stopping: closing %d client connections", len(self.hub.clients))
-        self.server.close()
+        self.listener.close()
         retry = b"retry: %d\n\n" % self.config.retry_ms
         for client in tuple(self.hub.clients):
             client.send(retry)
         self.hub.close_all("server stopping")
         self.broker.stop()
         self.stopped.set()
+
+
+def _supervise(processes: int, host: str, port: int) -> int:
+    supervisor = Supervisor(processes, ["--host", host, "--port", str(port)])
+    gevent.signal_handler(signal.SIGTERM, supervisor.stop)
+    gevent.signal_handler(signal.SIGINT, supervisor.stop)
+    log.info("Herald streamer on http://%s:%d with %d processes", host, port, processes)
+    return supervisor.run()
 
 
 def _pid() -> int:
@@ -91,6 +87,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      description="Serve Server-Sent Events.")
     parser.add_argument("--host", help="address to bind (HERALD_STREAMER_HOST)")
     parser.add_argument("--port", type=int, help="port to bind (HERALD_STREAMER_PORT)")
+    parser.add_argument("--processes", type=int,
+                        help="processes sharing the port (HERALD_STREAMER_PROCESSES)")
+    parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
 
@@ -104,7 +103,11 @@ def main(argv: list[str] | None = None) -> None:
     logs.setup(config.log_level)
     host = args.host or config.streamer_host
     port = args.port if args.port is not None else config.streamer_port
-    service = StreamerService(config, listener(host, port))
+    processes = args.processes or config.streamer_processes
+    if processes > 1 and not args.reuse_port:
+        sys.exit(_supervise(processes, host, port))
+    service = StreamerService(config, listening_socket(host, port, reuse_port=args.reuse_port,
+                                                       backlog=BACKLOG))
     gevent.signal_handler(signal.SIGTERM, service.stop)
     gevent.signal_handler(signal.SIGINT, service.stop)
     service.start()

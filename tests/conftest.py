@@ -288,3 +288,20 @@ def _size(db: redis.Redis, key: str) -> int:
     kind = db.type(key)
     return {"list": db.llen, "zset": db.zcard, "hash": db.hlen, "set": db.scard}.get(
         kind, lambda _key: 1)(key)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[object]:
+    """A redis-server of the test's own, append-only, on a spare port: tests restart it."""
+    from herald.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(free_port(), tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
+def own_env(server: object, **settings: str) -> dict[str, str]:
+    """The child environment pointed at ``server`` (data in db 0, broker in db 1)."""
+    url = server.url  # type: ignore[attr-defined]
+    return {**CHILD_ENV, "REDIS_URL": url, "CELERY_BROKER_URL": url[:-1] + "1", **settings}

@@ -68,9 +68,13 @@ class SSEClient:
 
     def __init__(self, base_url: str, params: dict[str, str] | None = None,
                  headers: dict[str, str] | None = None, path: str = "/events",
-                 read: bool = True, timeout: float = 10.0) -> None:
+                 read: bool = True, timeout: float = 10.0, rcvbuf: int | None = None) -> None:
         parts = urlsplit(base_url)
-        self.sock = socket.create_connection((parts.hostname, parts.port), timeout=timeout)
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect, so the TCP window stays small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.settimeout(timeout)
+        self.sock.connect((parts.hostname, parts.port))
         query = f"?{urlencode(params)}" if params else ""
         lines = [f"GET {path}{query} HTTP/1.1", f"Host: {parts.netloc}",
                  "Accept: text/event-stream"]
@@ -173,3 +177,90 @@ class SSEClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class EventSource:
+    """A reconnecting subscriber with browser EventSource semantics, for fault tests.
+
+    When a connection ends it waits the last ``retry:`` the server sent, then connects
+    again (to the next of ``urls``, round robin) with a ``Last-Event-ID`` header holding
+    the id of the last event received. Events of all connections accumulate in
+    ``events``; ``connections`` counts how many were opened.
+    """
+
+    def __init__(self, urls: list[str], params: dict[str, str],
+                 last_event_id: str | None = None, use_query: bool = False) -> None:
+        self.urls = urls
+        self.params = params
+        self.last_event_id = last_event_id
+        self.use_query = use_query
+        self.events: list[SSEEvent] = []
+        self.statuses: list[int] = []
+        self.connections = 0
+        self.retry_ms = 3000
+        self._stop = threading.Event()
+        self._current: SSEClient | None = None
+        self._opened = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            url = self.urls[self.connections % len(self.urls)]
+            self.connections += 1
+            client = self._connect(url)
+            if client is not None and client.status == 200:
+                self._current = client
+                self._opened.set()
+                self._follow(client)
+            self._stop.wait(self.retry_ms / 1000)
+
+    def _connect(self, url: str) -> SSEClient | None:
+        params, headers = dict(self.params), {}
+        if self.last_event_id:
+            if self.use_query:
+                params["last_event_id"] = self.last_event_id
+            else:
+                headers["Last-Event-ID"] = self.last_event_id
+        try:
+            client = SSEClient(url, params, headers=headers, read=False)
+        except OSError:
+            return None
+        self.statuses.append(client.status)
+        if client.status == 200:
+            client.start_reading()
+        return client
+
+    def _follow(self, client: SSEClient) -> None:
+        seen = 0
+        while not self._stop.is_set():
+            events = client.wait_for(seen + 1, timeout=0.2)
+            for event in events[seen:]:
+                self.events.append(event)
+                if event.id:
+                    self.last_event_id = event.id
+            seen = len(events)
+            if client.parser.retry is not None:
+                self.retry_ms = client.parser.retry
+            if client.closed.is_set() and len(client.events) == seen:
+                return
+
+    def wait_opened(self, timeout: float = 10.0) -> bool:
+        return self._opened.wait(timeout)
+
+    def wait_for(self, count: int, timeout: float = 10.0) -> list[SSEEvent]:
+        deadline = time.monotonic() + timeout
+        while len(self.events) < count and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return list(self.events)
+
+    def drop_connection(self) -> None:
+        """Cut the current connection, as a flaky network would."""
+        if self._current is not None:
+            self._current.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._current is not None:
+            self._current.close()
+        self._thread.join(5)

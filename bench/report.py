@@ -1,0 +1,165 @@
+"""Benchmark results: JSON files in ``bench/results/`` and the tables of ``BENCHMARKS.md``.
+
+Each scenario's latest run is kept as ``bench/results/<scenario>.json``; ``BENCHMARKS.md``
+is regenerated from those files, so every row it shows comes from a stored run and
+carries the command that produced it.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DOCUMENT = ROOT / "BENCHMARKS.md"
+ORDER = ("fanout", "throughput", "routing", "slow")
+
+
+def machine() -> dict[str, Any]:
+    return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30),
+            "python": platform.python_version(), "kernel": platform.release()}
+
+
+def save(scenario: str, document: dict[str, Any]) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{scenario}.json"
+    path.write_text(json.dumps(document, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_all() -> dict[str, dict[str, Any]]:
+    found = {}
+    for scenario in ORDER:
+        path = RESULTS / f"{scenario}.json"
+        if path.exists():
+            found[scenario] = json.loads(path.read_text())
+    return found
+
+
+def ms(us: float | None) -> str:
+    return "-" if us is None else f"{us / 1000:.1f}"
+
+
+def _rows(document: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in document["results"] if "missing" not in r and "error" not in r]
+
+
+def _problems(document: dict[str, Any]) -> list[str]:
+    out = []
+    for row in document["results"]:
+        if "missing" in row:
+            out.append(f"- {row['target']}: not measured, {row['missing']}")
+        elif "error" in row:
+            out.append(f"- {row['target']}: failed, {row['error']}")
+    return out
+
+
+def _delivered(row: dict[str, Any]) -> str:
+    expected = (row["conns"] - row.get("stalled", 0)) * row["expected_per_conn"]
+    return f"{row['events_received']}/{expected}"
+
+
+def within_budget(row: dict[str, Any]) -> bool:
+    from bench.scenarios import within_budget as check
+
+    return check(row)
+
+
+def fanout_table(document: dict[str, Any]) -> list[str]:
+    lines = ["| target | clients | all connected (s) | p50 ms | p90 ms | p99 ms | max ms "
+             "| fan-out completion p99 ms | RSS per idle conn KB | delivered | in order "
+             "| load generator CPU % |", "|" + "---|" * 12]
+    for r in _rows(document):
+        in_order = r["duplicates_or_reordered"] == 0 and r["gaps"] == 0
+        lines.append(
+            f"| {r['target']} | {r['ok']} | {r['ready']['seconds']:.2f} | "
+            f"{ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p90'])} | "
+            f"{ms(r['latency_us']['p99'])} | {ms(r['latency_us']['max'])} | "
+            f"{ms(r['completion_us']['p99'])} | {r['rss_per_conn_kb']:.1f} | "
+            f"{_delivered(r)} | {'yes' if in_order else 'NO'} | "
+            f"{r['loadgen_cpu_percent']:.0f} |")
+    return lines
+
+
+def throughput_table(document: dict[str, Any]) -> list[str]:
+    lines = ["| target | clients | events/s asked | events/s achieved | deliveries/s "
+             "| p50 ms | p99 ms | max ms | delivered | within 100 ms p99 | server CPU s "
+             "| load generator CPU % |", "|" + "---|" * 12]
+    for r in _rows(document):
+        achieved = r["published"] / max(r["publish_seconds"], 1e-9)
+        lines.append(
+            f"| {r['target']} | {r['conns']} | {r['rate']} | {achieved:,.0f} | "
+            f"{r['deliveries_per_s']:,.0f} | "
+            f"{ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} | "
+            f"{ms(r['latency_us']['max'])} | {_delivered(r)} | "
+            f"{'yes' if within_budget(r) else 'no'} | {r['server_cpu_s']:.1f} | "
+            f"{r['loadgen_cpu_percent']:.0f} |")
+    return lines
+
+
+def routing_table(document: dict[str, Any]) -> list[str]:
+    lines = ["| target | clients (one topic each) | events/s | p50 ms | p99 ms | delivered "
+             "| misrouted | server CPU µs per event | all connected (s) |", "|" + "---|" * 9]
+    for r in _rows(document):
+        lines.append(
+            f"| {r['target']} | {r['conns']} | {r['rate']} | {ms(r['latency_us']['p50'])} | "
+            f"{ms(r['latency_us']['p99'])} | {_delivered(r)} | {r['misrouted']} | "
+            f"{r['server_cpu_per_event_us']:.0f} | {r['ready']['seconds']:.2f} |")
+    return lines
+
+
+def slow_table(document: dict[str, Any]) -> list[str]:
+    lines = ["| target | clients | stalled | events/s | p50 ms | p99 ms | max ms "
+             "| stalled client closed after (s) | delivered to the others |",
+             "|" + "---|" * 9]
+    for r in _rows(document):
+        closed = (f"{r['stalled_closed_first_s']:.1f}" if r.get("stalled_closed")
+                  else ("never" if r["stalled"] else "-"))
+        lines.append(
+            f"| {r['target']} | {r['conns']} | {r['stalled']} | {r['rate']} | "
+            f"{ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p99'])} | "
+            f"{ms(r['latency_us']['max'])} | {closed} | {_delivered(r)} |")
+    return lines
+
+
+TABLES = {"fanout": fanout_table, "throughput": throughput_table, "routing": routing_table,
+          "slow": slow_table}
+TITLES = {
+    "fanout": "Fan-out: 10,000 clients on one topic, 30 events at 5/s",
+    "throughput": "Sustained throughput: 1,000 clients on one topic, rising rates",
+    "routing": "Per-user routing: one topic per client, 1,000 targeted events/s",
+    "slow": "Slow consumer: 1,000 clients, one stops reading",
+}
+
+
+def render(documents: dict[str, dict[str, Any]], verdicts: list[str]) -> str:
+    out = ["# Benchmarks", "",
+           "Produced by `herald bench` (see `bench/`); every figure below comes from the "
+           "stored run in `bench/results/<scenario>.json`. Server, Redis, publisher and "
+           "the C load generator (`bench/loadgen.c`, one epoll thread) share one machine. "
+           "Latency is publish (stamped by the publisher just before it sends) to receipt "
+           "by the client; fan-out completion is publish to the last client.", ""]
+    if verdicts:
+        out += ["## Targets of issue 3", "", *verdicts, ""]
+    for scenario in ORDER:
+        document = documents.get(scenario)
+        if not document:
+            continue
+        out += [f"## {TITLES[scenario]}", "",
+                f"Command: `{document['command']}` — run {document['finished']}, "
+                f"{document['machine']['cpus']} cores, Python {document['machine']['python']}.",
+                "", *TABLES[scenario](document), ""]
+        out += _problems(document)
+        out += document.get("notes", [])
+        out.append("")
+    return "\n".join(out).rstrip() + "\n"
+
+
+def write_document(verdicts: list[str], documents: dict[str, dict[str, Any]]) -> Path:
+    DOCUMENT.write_text(render(documents, verdicts))
+    return DOCUMENT

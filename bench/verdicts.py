@@ -1,0 +1,152 @@
+"""Herald's figures against the targets of issue 3 and against the reference servers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.report import ms
+from bench.scenarios import within_budget
+
+FANOUT_P99_MS = 150
+RSS_PER_CONN_KB = 16
+CONNECT_S = 2.0
+THROUGHPUT = 250_000
+SLOW_P99_DELTA_MS = 10
+
+
+def _ms(us: float | None) -> float:
+    """Microseconds as milliseconds; nothing measured counts as infinitely slow."""
+    return float("inf") if us is None else us / 1000
+
+
+def _rows(document: dict[str, Any] | None, target: str) -> list[dict[str, Any]]:
+    if not document:
+        return []
+    return [r for r in document["results"] if r.get("target") == target and "conns" in r]
+
+
+def _complete(row: dict[str, Any]) -> bool:
+    return row["conns_complete"] >= row["conns"] - row.get("stalled", 0)
+
+
+def _mark(ok: bool) -> str:
+    return "met" if ok else "MISSED"
+
+
+def _best(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    good = [r for r in rows if within_budget(r)]
+    return max(good, key=lambda r: r["deliveries_per_s"]) if good else None
+
+
+def verdicts(documents: dict[str, dict[str, Any]]) -> list[str]:
+    lines: list[str] = []
+    fanout = _rows(documents.get("fanout"), "herald")
+    if fanout:
+        r = fanout[0]
+        in_order = r["duplicates_or_reordered"] == 0 and r["gaps"] == 0 and _complete(r)
+        p99 = _ms(r["completion_us"]["p99"])
+        lines.append(f"1. {r['conns']} clients, every event in order, fan-out completion p99 "
+                     f"≤ {FANOUT_P99_MS} ms: **{_mark(in_order and p99 <= FANOUT_P99_MS)}** "
+                     f"({p99:.0f} ms; delivery p99 {_ms(r['latency_us']['p99']):.0f} ms; "
+                     f"{'all delivered in order' if in_order else 'NOT all delivered in order'})")
+        kb = r["rss_per_conn_kb"]
+        lines.append(f"2. RSS per idle connection ≤ {RSS_PER_CONN_KB} KB: "
+                     f"**{_mark(kb <= RSS_PER_CONN_KB)}** ({kb:.1f} KB)")
+        seconds = r["ready"]["seconds"]
+        lines.append(f"3. {r['conns']} connections accepted and streaming ≤ {CONNECT_S:.0f} s: "
+                     f"**{_mark(seconds <= CONNECT_S)}** ({seconds:.2f} s)")
+    best = _best(_rows(documents.get("throughput"), "herald"))
+    if documents.get("throughput"):
+        rate = best["deliveries_per_s"] if best else 0
+        lines.append(f"4. ≥ {THROUGHPUT:,} deliveries/s with p99 ≤ 100 ms: "
+                     f"**{_mark(rate >= THROUGHPUT)}** ({rate:,.0f}/s"
+                     + (f", p99 {_ms(best['latency_us']['p99']):.0f} ms)" if best else ")"))
+    lines += _routing(documents.get("routing"))
+    lines.append("6. A streamer subscribes a topic on its first local client and "
+                 "unsubscribes on its last: by design (`streamer/hub.py`), checked by "
+                 "`tests/integration/test_streamer.py::test_a_closed_connection_is_removed_at_once`.")
+    two = _best(_rows(documents.get("throughput"), "herald x2"))
+    if best and two:
+        ratio = two["deliveries_per_s"] / best["deliveries_per_s"]
+        lines.append(
+            f"7. 2 processes: {two['deliveries_per_s']:,.0f} deliveries/s within budget, "
+            f"{ratio:.2f}x one process (**{_mark(ratio >= 1.7)}**, target about 2x). "
+            f"This machine has {documents['throughput']['machine']['cpus']} cores for the "
+            f"streamers, Redis, the publisher and the load generator: at its best step one "
+            f"streamer process used {_core(best)} of a core and the load generator "
+            f"{best['loadgen_cpu_percent']:.0f}%; two processes used {_core(two)} together "
+            f"(load generator {two['loadgen_cpu_percent']:.0f}%), so there was no idle core "
+            "for the second process to scale into.")
+    lines += _slow(documents.get("slow"))
+    lines.append("9. Token checks (each client its own signed token), heartbeats, per-client "
+                 "buffers and the Redis subscription stay on in every run: the bench starts "
+                 "the production entry point, `python -m streamer`.")
+    return lines
+
+
+def _core(row: dict[str, Any]) -> str:
+    return f"{100 * row['server_cpu_s'] / max(row['publish_seconds'], 1e-9):.0f}%"
+
+
+def _routing(document: dict[str, Any] | None) -> list[str]:
+    rows = sorted(_rows(document, "herald"), key=lambda r: r["conns"])
+    if not rows:
+        return []
+    exact = all(r["misrouted"] == 0 and _complete(r) for r in rows)
+    cpu = ", ".join(f"{r['server_cpu_per_event_us']:.0f} µs/event at {r['conns']} clients"
+                    for r in rows)
+    growth = rows[-1]["server_cpu_per_event_us"] / max(rows[0]["server_cpu_per_event_us"], 1e-9)
+    return [f"5. Each targeted event reaches exactly its one client: **{_mark(exact)}**; "
+            f"CPU per event does not grow with clients: **{_mark(growth <= 1.5)}** "
+            f"({cpu}; {growth:.2f}x)"]
+
+
+def _slow(document: dict[str, Any] | None) -> list[str]:
+    rows = {r["stalled"]: r for r in _rows(document, "herald")}
+    if 0 not in rows or 1 not in rows:
+        return []
+    delta = _ms(rows[1]["latency_us"]["p99"]) - _ms(rows[0]["latency_us"]["p99"])
+    closed = rows[1].get("stalled_closed", 0) == 1
+    return [f"8. The stalled client is disconnected and the others' p99 moves by < "
+            f"{SLOW_P99_DELTA_MS} ms: **{_mark(closed and delta < SLOW_P99_DELTA_MS)}** "
+            f"(closed: {'yes' if closed else 'no'}; p99 {_ms(rows[0]['latency_us']['p99']):.1f}"
+            f" → {_ms(rows[1]['latency_us']['p99']):.1f} ms, {delta:+.1f} ms)"]
+
+
+def ratios(scenario: str, rows: list[dict[str, Any]]) -> list[str]:
+    """Herald's headline figure divided by each reference's, for this scenario."""
+    measured = [r for r in rows if "conns" in r]
+    herald = [r for r in measured if r["target"] == "herald"]
+    if not herald:
+        return []
+    lines = []
+    for name in sorted({r["target"] for r in measured} - {"herald", "herald x2"}):
+        theirs = [r for r in measured if r["target"] == name]
+        line = _ratio(scenario, herald, theirs, name)
+        if line:
+            lines.append(line)
+    return lines
+
+
+def _ratio(scenario: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any]],
+           name: str) -> str | None:
+    if scenario == "throughput":
+        a, b = _best(ours), _best(theirs)
+        if not a:
+            return None
+        if not b:
+            return f"- vs {name}: {name} kept no rate within the 100 ms p99 budget"
+        ours, theirs_rate = a["deliveries_per_s"], b["deliveries_per_s"]
+        return (f"- vs {name}: sustained deliveries/s {ours:,.0f} vs {theirs_rate:,.0f} "
+                f"({ours / theirs_rate:.2f}x)")
+    a, b = ours[-1], theirs[-1]
+    key = "completion_us" if scenario == "fanout" else "latency_us"
+    ours_p99, theirs_p99 = a[key]["p99"], b[key]["p99"]
+    what = "fan-out completion p99" if scenario == "fanout" else "delivery p99"
+    if ours_p99 is None or theirs_p99 is None:
+        speed = "no ratio: one side delivered nothing"
+    else:
+        speed = f"{theirs_p99 / max(ours_p99, 1):.2f}x faster"
+    return (f"- vs {name}: {what} {ms(ours_p99)} ms vs {ms(theirs_p99)} ms ({speed}); "
+            f"RSS per connection {a['rss_per_conn_kb']:.1f} vs {b['rss_per_conn_kb']:.1f} KB; "
+            f"delivered {a['events_received']} vs {b['events_received']}")
