@@ -16,21 +16,20 @@ try:
 except ConfigError as _exc:
     raise SystemExit(f"herald: configuration error: {_exc}") from None
 
-# Longest a task may run; the broker redelivers unacknowledged work after
-# visibility_timeout, so it must stay above the hard limit or tasks run twice while
-# still running.
-TASK_TIME_LIMIT = 600
-VISIBILITY_TIMEOUT = 900
-
 broker_url = _cfg.broker_url
 broker_connection_retry_on_startup = True
+# Redis broker: a task whose worker died unacknowledged is delivered again after
+# visibility_timeout (checked by every worker each restore interval). herald.config
+# makes sure it exceeds the task time limit, so a running task is never delivered twice.
 broker_transport_options = (
     {"confirm_publish": True}
     if urlsplit(broker_url).scheme.startswith(("amqp", "pyamqp"))
-    else {"visibility_timeout": VISIBILITY_TIMEOUT}
+    else {"visibility_timeout": _cfg.visibility_timeout,
+          "unacked_restore_interval": _cfg.restore_interval,
+          "unacked_restore_throttle": 1}
 )
 
-imports = ("tasks.notifications", "tasks.demo")
+imports = ("tasks.notifications", "tasks.demo", "tasks.events")
 task_default_queue = "herald"
 task_ignore_result = True  # state lives in Herald's own records, not a result backend
 
@@ -40,8 +39,8 @@ task_acks_late = True
 task_retry_on_worker_lost = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
-task_time_limit = TASK_TIME_LIMIT
-task_soft_time_limit = TASK_TIME_LIMIT - 30
+task_time_limit = _cfg.task_time_limit
+task_soft_time_limit = max(1, _cfg.task_time_limit - min(30, _cfg.task_time_limit // 10))
 
 # Events for Flower: received/started/succeeded from workers, sent from producers.
 worker_send_task_events = True

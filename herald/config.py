@@ -147,6 +147,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HERALD_SEND_BUFFER", "send_buffer", "262144", _int(0, 1 << 26),
             "Kernel send buffer per SSE socket in bytes (bounds what a stalled client pins "
             "in kernel memory); 0 keeps the kernel's autotuning."),
+    Setting("HERALD_REPLAY_MAX", "replay_max", "1000", _int(1, 100_000),
+            "Most events replayed to one resuming client per topic; further behind gets a "
+            "`reset` event instead."),
+    Setting("HERALD_DRAIN_SECONDS", "drain_seconds", "3", _float(0, 300),
+            "On SIGTERM the streamer closes its clients spread over this many seconds, so "
+            "their reconnections do not all land at once."),
     Setting("HERALD_HISTORY_MAXLEN", "history_maxlen", "1000", _int(1, 10_000_000),
             "Events kept per topic in the replayable history (approximate, Redis `~`)."),
     Setting("HERALD_HISTORY_TTL", "history_ttl", "86400", _int(1, 31_536_000),
@@ -155,6 +161,13 @@ SETTINGS: tuple[Setting, ...] = (
             "Newest inbox entries kept per user."),
     Setting("HERALD_RETENTION", "retention", "2592000", _int(60, 315_360_000),
             "Seconds notification and job records (and idle inboxes) are kept."),
+    Setting("HERALD_TASK_TIME_LIMIT", "task_time_limit", "600", _int(5, 86_400),
+            "Hard time limit of a Celery task, in seconds."),
+    Setting("HERALD_VISIBILITY_TIMEOUT", "visibility_timeout", "900", _int(10, 172_800),
+            "Redis broker: seconds before an unacknowledged task (its worker died) is "
+            "delivered again; must exceed HERALD_TASK_TIME_LIMIT."),
+    Setting("HERALD_RESTORE_INTERVAL", "restore_interval", "5", _int(1, 3600),
+            "Redis broker: seconds between workers' sweeps for tasks to deliver again."),
     Setting("HERALD_LOG_LEVEL", "log_level", "INFO",
             _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level of every service."),
 )
@@ -190,10 +203,15 @@ class Config:
     max_recipients: int
     client_buffer: int
     send_buffer: int
+    replay_max: int
+    drain_seconds: float
     history_maxlen: int
     history_ttl: int
     inbox_max: int
     retention: int
+    task_time_limit: int
+    visibility_timeout: int
+    restore_interval: int
     log_level: str
 
     @property
@@ -217,9 +235,18 @@ def load(environ: Mapping[str, str] | None = None) -> Config:
             for s in SETTINGS
             if s.required_in_production and not env.get(s.env)
         ]
+    problems += _inconsistencies(values)
     if problems:
         raise ConfigError("; ".join(problems))
     return _complete(values)
+
+
+def _inconsistencies(values: dict[str, Any]) -> list[str]:
+    limit, visibility = values.get("task_time_limit"), values.get("visibility_timeout")
+    if limit and visibility and visibility <= limit:
+        return [f"HERALD_VISIBILITY_TIMEOUT={visibility} must exceed "
+                f"HERALD_TASK_TIME_LIMIT={limit}, or running tasks are delivered twice"]
+    return []
 
 
 def _parse_all(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:

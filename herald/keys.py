@@ -27,6 +27,14 @@ class Keys:
         """Redis Stream holding a topic's replayable history."""
         return f"{self.prefix}:stream:{topic}"
 
+    def floor(self, topic: str) -> str:
+        """The first id a topic's history kept the last time it was trimmed."""
+        return f"{self.prefix}:floor:{topic}"
+
+    def published(self, key: str) -> str:
+        """Id of the event published under an idempotency key (see ``Publisher``)."""
+        return f"{self.prefix}:published:{key}"
+
     def channel(self, topic: str) -> str:
         """Pub/sub channel carrying a topic's live events."""
         return f"{self.prefix}:topic:{topic}"

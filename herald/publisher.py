@@ -6,14 +6,16 @@ either in both or in neither. It returns the event id.
 
 Delivery guarantee: an event that ``publish`` returned an id for is in the history for
 ``HERALD_HISTORY_TTL`` seconds (at most about ``HERALD_HISTORY_MAXLEN`` per topic) and
-was offered, at most once, to every streamer subscribed at that moment. A caller that
-retries after a connection error may publish the event twice (at-least-once); callers
-that must not, such as notification delivery, guard the publish with a key of their own
-in the same script.
+was offered, at most once, to every streamer subscribed at that moment; streamers fill
+what they missed from the history. A caller that retries after a connection error
+without a key may publish the event twice (at-least-once); with a key (or, for
+notifications, the delivery record) it lands once. When trimming drops events, the
+topic's floor key records the first id kept, so a resume can tell a gap from silence.
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import redis
@@ -22,8 +24,10 @@ from herald.event import encode_body
 from herald.keys import Keys
 
 # A Lua function shared by every script that publishes; its caller supplies the keys.
+# Ids are <ms>-<seq>: Redis' clock (never going back) and one sequence for the whole
+# deployment, so ids order all events of all topics and each is a valid stream id.
 PUBLISH_FUNCTION = """
-local function herald_publish(clock, stream, channel, rest, maxlen, ttl_ms)
+local function herald_publish(clock, stream, floor, channel, rest, maxlen, ttl_ms)
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local last_ms = tonumber(redis.call('HGET', clock, 'ms')) or 0
@@ -32,16 +36,29 @@ local function herald_publish(clock, stream, channel, rest, maxlen, ttl_ms)
   redis.call('HSET', clock, 'ms', string.format('%d', ms))
   local id = string.format('%d-%d', ms, seq)
   local envelope = '{"id":"' .. id .. '","ts":' .. string.format('%d', ms) .. ',' .. rest
-  redis.call('XADD', stream, 'MAXLEN', '~', maxlen, id, 'e', envelope)
-  redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', ms - ttl_ms))
+  redis.call('XADD', stream, id, 'e', envelope)
+  local trimmed = redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
+    + redis.call('XTRIM', stream, 'MINID', '~', string.format('%d', ms - ttl_ms))
+  if trimmed > 0 then
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)
+    redis.call('SET', floor, first[1][1], 'PX', ttl_ms)
+  end
   redis.call('PEXPIRE', stream, ttl_ms)
   redis.call('PUBLISH', channel, envelope)
   return id
 end
 """
 
+# KEYS: clock, stream, floor [, published key]; ARGV: channel, rest, maxlen, ttl_ms
 PUBLISH_SCRIPT = PUBLISH_FUNCTION + """
-return herald_publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+if KEYS[4] then
+  local done = redis.call('GET', KEYS[4])
+  if done then return done end
+end
+local id = herald_publish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
+                          tonumber(ARGV[4]))
+if KEYS[4] then redis.call('SET', KEYS[4], id, 'PX', tonumber(ARGV[4])) end
+return id
 """
 
 
@@ -56,17 +73,27 @@ class Publisher:
         self.history_ttl_ms = history_ttl * 1000
         self._script = redis_client.register_script(PUBLISH_SCRIPT)
 
-    def publish(self, topic: str, data: Any, type: str = "message") -> str:
+    def publish(self, topic: str, data: Any, type: str = "message",
+                key: str | None = None) -> str:
         """Append to history and fan out; return the event id.
 
-        Raises ``herald.errors.InvalidEvent`` (bad topic, type or data) before touching
-        Redis, and ``redis.RedisError`` when Redis cannot be reached.
+        With ``key``, publishing is idempotent: while the event is in history, the same
+        key returns the first call's id and publishes nothing (use it when a caller
+        retries after a lost connection). Raises ``herald.errors.InvalidEvent`` (bad
+        topic, type or data) before touching Redis, and ``redis.RedisError`` when Redis
+        cannot be reached.
         """
         keys, args = self.history_args(topic, encode_body(topic, type, data))
-        return str(self._script(keys=keys, args=args))
+        if key is not None:
+            keys.append(self.keys.published(hashlib.sha256(key.encode()).hexdigest()))
+        return _text(self._script(keys=keys, args=args))
 
     def history_args(self, topic: str, rest: str) -> tuple[list[str], list[Any]]:
         """Keys and arguments of ``herald_publish`` for one event, for composed scripts."""
-        keys = [self.keys.clock, self.keys.stream(topic)]
+        keys = [self.keys.clock, self.keys.stream(topic), self.keys.floor(topic)]
         args = [self.keys.channel(topic), rest, self.history_maxlen, self.history_ttl_ms]
         return keys, args
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

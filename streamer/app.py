@@ -7,8 +7,16 @@ also come as ``Authorization: Bearer`` or the ``herald_token`` cookie.
 
 Only once Redis has confirmed the subscriptions of all its topics are the response
 headers written: a client that has its headers receives every event published after
-that moment. When the topics are already subscribed (the usual case) the whole
-handshake runs in the event loop's callback, without a greenlet.
+that moment. When the topics are already subscribed and there is nothing to replay
+(the usual case) the whole handshake runs in the event loop's callback, without a
+greenlet.
+
+Resuming: with a ``Last-Event-ID`` header (sent by browsers when they reconnect) or a
+``last_event_id`` parameter (for page reloads; the header wins), the client first gets
+the events of its topics published after that position, from history, then live
+events: no gap and no duplicate, including events published while the replay is read.
+When history cannot cover the gap (see ``streamer.history``) it gets one ``reset``
+event instead, then live events.
 """
 
 from __future__ import annotations
@@ -19,16 +27,19 @@ import os
 from typing import Any
 
 import gevent
+import redis
 
 from herald import tokens
 from herald.config import Config
 from herald.errors import TokenError
-from herald.event import TOPIC_RULE, sse_comment, user_topic, valid_topic
+from herald.event import TOPIC_RULE, Event, id_key, sse_comment, sse_frame, user_topic, valid_topic
 from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import Client
+from streamer.history import History, Key, reset_envelope
 from streamer.hub import Hub
 from streamer.protocol import BadRequest, Request, response
+from streamer.pubsub import PubSubError
 from streamer.reply import reply_and_close
 
 log = logging.getLogger(__name__)
@@ -49,10 +60,11 @@ SSE_HEAD = (
 class Streamer:
     """Routes complete requests (``Listener`` handler) to the handlers below."""
 
-    def __init__(self, config: Config, hub: Hub, broker: Broker) -> None:
+    def __init__(self, config: Config, hub: Hub, broker: Broker, history: History) -> None:
         self.config = config
         self.hub = hub
         self.broker = broker
+        self.history = history
         self.routes = {"/events": self.events, "/healthz": self.healthz}
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
@@ -82,24 +94,18 @@ class Streamer:
     def events(self, sock: _socket.socket, request: Request) -> None:
         grant = self._authenticate(request)
         topics = self._topics(request, grant)
+        last_id = request.headers.get("last-event-id") or request.arg("last_event_id")
         client = Client(grant.user, grant.token_id, topics, self.config.client_buffer,
                         peer=request.peer)
-        self.hub.add(client)
-        if self.broker.ready(topics):
-            self._start(sock, client)
-        else:
-            gevent.spawn(self._start_when_subscribed, sock, client)
-
-    def _start_when_subscribed(self, sock: _socket.socket, client: Client) -> None:
-        if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT) and not client.closed:
+        if last_id is None and self.broker.ready(topics):
+            self.hub.add(client)
             self._start(sock, client)
             return
-        self.hub.remove(client)
-        reply_and_close(sock, BadRequest(503, "unavailable", "not subscribed to Redis yet; "
-                                         "retry", headers={"Retry-After": "1"}).answer())
+        self.hub.join(client)
+        gevent.spawn(self._join, sock, client, last_id)
 
     def _start(self, sock: _socket.socket, client: Client) -> None:
-        """Write the stream's head and hand the socket to the client."""
+        """Fast path: write the stream's head and hand the socket to the client."""
         head = self._handshake(client)
         try:
             written = sock.send(head)
@@ -110,6 +116,47 @@ class Streamer:
             sock.close()
             return
         client.attach(sock, self.config.send_buffer)
+
+    def _join(self, sock: _socket.socket, client: Client, last_id: str | None) -> None:
+        """Wait for the subscriptions, read the replay, then go live in order."""
+        try:
+            if not self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
+                raise BadRequest(503, "unavailable", "not subscribed to Redis yet; retry",
+                                 headers={"Retry-After": "1"})
+            preamble, after = self._preamble(client, last_id)
+            if after is not None:
+                # The replay may hold events still on their way through pub/sub: wait
+                # until they have been dispatched (to the joining client, which skips
+                # them), so none reaches the client twice.
+                self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
+        except (BadRequest, redis.RedisError, PubSubError, gevent.Timeout) as exc:
+            self.hub.remove(client)
+            error = exc if isinstance(exc, BadRequest) else BadRequest(
+                503, "unavailable", "history unavailable; retry", headers={"Retry-After": "1"})
+            reply_and_close(sock, error.answer())
+            return
+        if client.closed:
+            sock.close()
+            return
+        client.begin_with(preamble)
+        self.hub.activate(client, after)
+        client.attach(sock, self.config.send_buffer)
+
+    def _preamble(self, client: Client, last_id: str | None) -> tuple[bytes, Key | None]:
+        """The head plus the replay (or a reset), and the position it brings up to."""
+        head = self._handshake(client)
+        if last_id is None:
+            return head, None
+        replay = self.history.replay(client.topics, last_id)
+        if replay.reset:
+            envelope = reset_envelope(replay.position, replay.reset, last_id)
+            log.info("client %s of %s resuming from %r: reset (%s)", client.peer,
+                     client.user, last_id[:40], replay.reset)
+            return head + sse_frame(replay.position, "reset", envelope), id_key(
+                replay.position)
+        frames = [_frame(envelope) for _, _, envelope in replay.events]
+        after = max([id_key(last_id), *(key for key, _, _ in replay.events)])
+        return head + b"".join(frames), after
 
     def _handshake(self, client: Client) -> bytes:
         retry = b"retry: %d\n" % self.config.retry_ms
@@ -153,3 +200,8 @@ def _bearer(request: Request) -> str | None:
 def _unauthorized(message: str) -> BadRequest:
     return BadRequest(401, "unauthorized", message, "token",
                       headers={"WWW-Authenticate": 'Bearer realm="herald"'})
+
+
+def _frame(envelope: bytes) -> bytes:
+    event = Event.from_json(envelope)
+    return sse_frame(event.id, event.type, envelope)

@@ -7,7 +7,13 @@ Guarantees:
   received here (the topic's history in Redis still holds it);
 - a lost connection is retried forever with capped exponential backoff and jitter,
   each attempt logged at WARNING with its delay; on reconnecting every wanted topic is
-  subscribed again, and ``on_reconnect`` is called so the gap can be filled;
+  subscribed again, and once Redis has confirmed them all, ``on_resync`` fills the gap
+  (from history) before any event received since the reconnection is delivered, so
+  clients get what they missed first, then live events, in order;
+- ``on_subscribed`` learns of every confirmed subscription (to record where it began);
+- ``barrier()`` is set once every message Redis sent before it was asked for has been
+  handed to ``deliver`` (a PING answered on the subscription connection, whose reply
+  Redis queues behind those messages);
 - a connection that goes silent (no reply to the keep-alive PING) is treated as lost;
 - ``ready`` / ``wait_ready`` become true only once Redis has confirmed the
   subscriptions, so a client whose handshake succeeded receives every event published
@@ -16,6 +22,7 @@ Guarantees:
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -48,13 +55,21 @@ class Broker:
 
     def __init__(self, redis_url: str, keys: Keys, deliver: Callable[[Batch], None],
                  *, max_backoff: float = 5.0,
-                 on_reconnect: Callable[[], None] | None = None) -> None:
+                 on_resync: Callable[[], None] | None = None,
+                 on_subscribed: Callable[[list[str]], None] | None = None) -> None:
         self._url = redis_url
         self._keys = keys
         self._prefix = keys.channel_prefix.encode()
         self._control = f"{keys.prefix}:control".encode()
         self._deliver = deliver
-        self._on_reconnect = on_reconnect
+        self._on_resync = on_resync
+        self._on_subscribed = on_subscribed
+        self._resyncing = False  # reconnected, the gap not yet filled
+        self._held: Batch = []  # events received meanwhile
+        self._newly: list[str] = []  # confirmed in the current read
+        self._barriers: dict[bytes, gevent.event.AsyncResult] = {}
+        self._passed: list[gevent.event.AsyncResult] = []  # reached while resyncing
+        self._tokens = itertools.count(1)
         self._max_backoff = max_backoff
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
@@ -104,6 +119,20 @@ class Broker:
                 waiter.wait(remaining)
         return True
 
+    def barrier(self) -> gevent.event.AsyncResult:
+        """A result set once everything Redis sent before this call has been delivered.
+
+        It fails with ``PubSubError`` if the connection is lost first; ``barrier``
+        itself raises ``PubSubError`` when not connected.
+        """
+        connection = self._connection
+        if connection is None or not self.connected:
+            raise PubSubError("not connected to Redis")
+        token = b"barrier:%d" % next(self._tokens)
+        passed = self._barriers[token] = gevent.event.AsyncResult()
+        connection.send(pack(b"PING", token))
+        return passed
+
     def start(self) -> None:
         self._greenlet = gevent.spawn(self._run)
 
@@ -147,7 +176,15 @@ class Broker:
                 self._last_read = time.monotonic()
                 batch: Batch = []
                 for reply in replies:
-                    self._handle(reply, batch)
+                    if self._is_barrier(reply):
+                        batch = self._pass_barrier(reply[1], batch)
+                        continue
+                    self._handle(reply, self._held if self._resyncing else batch)
+                    if self._resyncing and self._resynced():
+                        self._finish_resync()
+                if self._newly and self._on_subscribed is not None:
+                    newly, self._newly = self._newly, []
+                    self._on_subscribed(newly)
                 if batch:
                     self._deliver(batch)
         finally:
@@ -192,13 +229,46 @@ class Broker:
         elif kind == b"subscribe":
             self._confirm(reply[1])
 
+    @staticmethod
+    def _is_barrier(reply: Any) -> bool:
+        return (isinstance(reply, list) and reply[0] == b"pong"
+                and reply[1].startswith(b"barrier:"))
+
+    def _pass_barrier(self, token: bytes, batch: Batch) -> Batch:
+        """Deliver what came before the barrier, then release its waiter."""
+        if batch:
+            self._deliver(batch)
+        passed = self._barriers.pop(token, None)
+        if passed is not None:
+            if self._resyncing:
+                self._passed.append(passed)
+            else:
+                passed.set(True)
+        return []
+
+    def _resynced(self) -> bool:
+        """Connected again and every topic wanted is confirmed (or on its way out)."""
+        return self.connected and not self._inflight and not self._changed.is_set()
+
+    def _finish_resync(self) -> None:
+        """Fill the gap, then deliver what arrived meanwhile; live delivery resumes."""
+        if self._on_resync is not None:
+            self._on_resync()
+        held, self._held = self._held, []
+        self._resyncing = False
+        log.info("resubscribed %d topics; gap filled, %d events held meanwhile",
+                 len(self._confirmed), len(held))
+        if held:
+            self._deliver(held)
+        passed, self._passed = self._passed, []
+        for barrier in passed:
+            barrier.set(True)
+
     def _confirm(self, channel: bytes) -> None:
         if channel == self._control:
             self.connected = True
             log.info("subscribed to Redis (%d topics)", len(self._wanted))
             self._changed.set()
-            if self.reconnects and self._on_reconnect is not None:
-                self._on_reconnect()
             return
         topic = channel[len(self._prefix):].decode()
         inflight = self._inflight.pop(topic, 1) - 1
@@ -207,6 +277,7 @@ class Broker:
             return  # a later SUBSCRIBE of this topic is still on its way
         if topic in self._subscribed:
             self._confirmed.add(topic)
+            self._newly.append(topic)
             waiter = self._waiters.pop(topic, None)
             if waiter is not None:
                 waiter.set()
@@ -214,6 +285,12 @@ class Broker:
     def _lost(self) -> None:
         self.connected = False
         self.reconnects += 1
+        self._resyncing = True
+        self._newly = []
+        for barrier in (*self._barriers.values(), *self._passed):
+            barrier.set_exception(PubSubError("Redis subscription lost"))
+        self._barriers.clear()
+        self._passed = []
         self._subscribed.clear()
         self._confirmed.clear()
         self._inflight.clear()

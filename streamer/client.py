@@ -38,8 +38,8 @@ class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
     __slots__ = ("_on_close", "_watcher", "_writer", "close_reason", "closed", "fd", "input",
-                 "limit", "peer", "pending", "pending_bytes", "sock", "token_id", "topics",
-                 "user", "write_timeout")
+                 "limit", "peer", "pending", "pending_bytes", "prelive", "sock", "token_id",
+                 "topics", "user", "write_timeout")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
                  write_timeout: float = 30.0, peer: str = "") -> None:
@@ -57,12 +57,23 @@ class Client:
         # Not None while frames wait: before ``attach`` and while the client is behind.
         self.pending: deque[bytes] | None = deque()
         self.pending_bytes = 0
+        # While joining (see ``Hub.join``): frames of its topics, with their positions.
+        self.prelive: list[tuple[tuple[int, int], bytes]] | None = None
         self._writer: gevent.Greenlet | None = None
         self._watcher = None
         self._on_close: Callable[[Client], None] | None = None
 
     def on_close(self, callback: Callable[[Client], None]) -> None:
         self._on_close = callback
+
+    def begin_with(self, preamble: bytes) -> None:
+        """Queue the stream's head (and any replay) first; it gets its own allowance.
+
+        The replay is bounded by HERALD_REPLAY_MAX, so ``limit`` grows by its size: the
+        client may still fall ``limit`` bytes behind on live events.
+        """
+        self.limit += len(preamble)
+        self.enqueue(preamble)
 
     def attach(self, sock: _socket.socket, send_buffer: int = 0) -> None:
         """Take over the connection's (non-blocking) socket and start streaming to it.

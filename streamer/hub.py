@@ -3,10 +3,15 @@
 Clients that follow the same set of topics form a group. Each batch of events read from
 Redis is turned, per group, into one payload (the SSE frames of the batch's events for
 that group, in publication order), which is then written to every client of the group.
+A client still in its handshake (waiting for its subscription or reading its replay)
+is *joining*: it collects the frames of its topics, with their positions, until
+``activate`` hands it those after its replay and makes it a member of its group.
 
 Guarantees:
 - each event is encoded into its SSE frame once per process, whatever the number of
-  clients; each client receives its events in publication order;
+  clients; each client receives its events in publication order, each at most once:
+  an event at or before the last position dispatched on its topic is dropped (as a
+  gap fill after a reconnection overlaps with live events);
 - dispatch never waits on a client: it makes one non-blocking write per client per
   batch, and a client the kernel does not take everything from falls back to its own
   bounded buffer (see ``streamer.client``), so a slow client delays no one;
@@ -25,8 +30,9 @@ from collections.abc import Callable, Iterable
 
 import gevent
 
-from herald.event import Event, sse_comment, sse_frame
+from herald.event import Event, id_key, sse_comment, sse_frame
 from streamer.client import TOO_SLOW, Client
+from streamer.history import Key, Replay, reset_envelope
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +62,10 @@ class Hub:
         self._unwant = unwant
         self._groups: dict[tuple[str, ...], Group] = {}
         self._by_topic: dict[str, list[Group]] = {}
+        self._joining: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
+        self.positions: dict[str, Key] = {}  # last event dispatched, per topic
+        self.starts: dict[str, Key] = {}  # where a topic's subscription began
         self.events_in = 0
         self.deliveries = 0
         self.dropped = 0
@@ -66,19 +75,36 @@ class Hub:
         return self._by_topic
 
     def add(self, client: Client) -> None:
-        """Register ``client``, subscribing topics new to this process at the broker."""
+        """Register a client that needs no replay and whose topics are subscribed."""
+        self.join(client)
+        self.activate(client, None)
+
+    def join(self, client: Client) -> None:
+        """Register ``client`` as joining: it collects its topics' frames from now on."""
         self.clients.add(client)
         client.on_close(self.remove)
+        client.prelive = []
+        for topic in client.topics:
+            if not self._in_use(topic):
+                self._want(topic)
+            self._joining.setdefault(topic, set()).add(client)
+
+    def activate(self, client: Client, after: Key | None) -> None:
+        """Queue the frames collected after position ``after``, then go live."""
+        if client.closed:
+            return
+        self._leave_joining(client)
+        for key, frame in client.prelive or ():
+            if (after is None or key > after) and not client.enqueue(frame):
+                client.close(TOO_SLOW)
+                return
+        client.prelive = None
         key = tuple(sorted(client.topics))
         group = self._groups.get(key)
         if group is None:
             group = self._groups[key] = Group(key)
             for topic in key:
-                groups = self._by_topic.get(topic)
-                if groups is None:
-                    groups = self._by_topic[topic] = []
-                    self._want(topic)
-                groups.append(group)
+                self._by_topic.setdefault(topic, []).append(group)
         group.clients.add(client)
 
     def remove(self, client: Client) -> None:
@@ -88,33 +114,72 @@ class Hub:
         self.clients.discard(client)
         if client.close_reason == TOO_SLOW:
             self.dropped += 1
+        self._leave_joining(client)
         key = tuple(sorted(client.topics))
         group = self._groups.get(key)
-        if group is None:
-            return
-        group.clients.discard(client)
-        if group.clients:
-            return
-        del self._groups[key]
-        for topic in key:
+        if group is not None and client in group.clients:
+            group.clients.discard(client)
+            if not group.clients:
+                self._drop_group(group)
+        for topic in client.topics:
+            if not self._in_use(topic):
+                self.positions.pop(topic, None)
+                self.starts.pop(topic, None)
+                self._unwant(topic)
+
+    def _in_use(self, topic: str) -> bool:
+        return topic in self._by_topic or topic in self._joining
+
+    def _leave_joining(self, client: Client) -> None:
+        for topic in client.topics:
+            joining = self._joining.get(topic)
+            if joining is not None:
+                joining.discard(client)
+                if not joining:
+                    del self._joining[topic]
+
+    def _drop_group(self, group: Group) -> None:
+        del self._groups[group.topics]
+        for topic in group.topics:
             groups = self._by_topic[topic]
             groups.remove(group)
             if not groups:
                 del self._by_topic[topic]
-                self._unwant(topic)
+
+    def record_starts(self, topics: list[str], position: Key) -> None:
+        """Remember where subscriptions began, for a gap fill before any event came."""
+        for topic in topics:
+            if self._in_use(topic):
+                self.starts.setdefault(topic, position)
+
+    def gap_positions(self) -> dict[str, Key]:
+        """For every subscribed topic, the position a gap fill should start after."""
+        out = {}
+        for topic in (*self._by_topic, *self._joining):
+            position = self.positions.get(topic) or self.starts.get(topic)
+            if position is not None:
+                out[topic] = position
+        return out
 
     def dispatch(self, batch: Iterable[tuple[str, bytes]]) -> None:
         """Fan out a batch of ``(topic, envelope)`` read from Redis, in order."""
         touched: list[Group] = []
+        positions = self.positions
         for topic, envelope in batch:
-            groups = self._by_topic.get(topic)
-            if not groups:
+            if not self._in_use(topic):
                 continue
-            frame = _frame(topic, envelope)
-            if frame is None:
+            decoded = _decode(topic, envelope)
+            if decoded is None:
                 continue
+            key, frame = decoded
+            last = positions.get(topic)
+            if last is not None and key <= last:
+                continue  # already dispatched (a gap fill overlapping live events)
+            positions[topic] = key
             self.events_in += 1
-            for group in groups:
+            for client in self._joining.get(topic, ()):
+                client.prelive.append((key, frame))
+            for group in self._by_topic.get(topic, ()):
                 if not group.frames:
                     touched.append(group)
                 group.frames.append(frame)
@@ -126,6 +191,19 @@ class Hub:
             group.last_sent = now
             self.deliveries += len(frames) * len(group.clients)
             _write_all(group.clients, payload)
+
+    def fill(self, replay: Replay) -> None:
+        """Deliver what a lost subscription missed: events, or a reset per topic."""
+        self.dispatch((topic, envelope) for _, topic, envelope in replay.events)
+        for topic, reason in replay.resets.items():
+            log.warning("topic %s: %s; sending reset to its clients", topic, reason)
+            frame = sse_frame(replay.position, "reset",
+                              reset_envelope(replay.position, reason, None))
+            for group in self._by_topic.get(topic, ()):
+                _write_all(set(group.clients), frame)
+            for client in self._joining.get(topic, ()):
+                client.prelive.append((id_key(replay.position), frame))
+            self.positions[topic] = id_key(replay.position)
 
     def heartbeat(self, idle_for: float = 0.0) -> None:
         """Send a comment to every client of every group idle for ``idle_for`` seconds.
@@ -160,13 +238,15 @@ class Hub:
             client.close(reason)
 
 
-def _frame(topic: str, envelope: bytes) -> bytes | None:
+def _decode(topic: str, envelope: bytes) -> tuple[Key, bytes] | None:
+    """The position and SSE frame of an envelope; None (logged) when malformed."""
     try:
         event = Event.from_json(envelope)
-    except ValueError:
+        key = id_key(event.id)
+    except (ValueError, AttributeError):
         log.warning("ignored a malformed event on topic %s: %.200r", topic, envelope)
         return None
-    return sse_frame(event.id, event.type, envelope)
+    return key, sse_frame(event.id, event.type, envelope)
 
 
 def _write_all(clients: set[Client], payload: bytes) -> None:

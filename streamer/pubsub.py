@@ -18,6 +18,7 @@ import socket
 import ssl
 from typing import Any
 
+import gevent.lock
 import hiredis
 from redis.connection import parse_url
 
@@ -46,6 +47,7 @@ class PubSubConnection:
         self.connect_timeout = connect_timeout
         self._sock: socket.socket | None = None
         self._reader = hiredis.Reader()
+        self._sending = gevent.lock.Semaphore()  # several greenlets send commands
 
     def connect(self) -> None:
         """Open the socket and authenticate; raise ``PubSubError`` on failure."""
@@ -96,7 +98,8 @@ class PubSubConnection:
         if self._sock is None:
             raise PubSubError("not connected")
         try:
-            self._sock.sendall(data)
+            with self._sending:
+                self._sock.sendall(data)
         except OSError as exc:
             raise PubSubError(f"write to Redis failed: {exc}") from exc
 

@@ -1,8 +1,10 @@
 """Running the streamer: listen, serve, and stop cleanly on SIGTERM or SIGINT.
 
-On a stop signal the listening socket closes first (no new clients), every client is
-sent a ``retry:`` hint and disconnected, the Redis subscription is closed, and the
-process exits with status 0.
+On a stop signal the listening socket closes first (no new clients); every client is
+sent a ``retry:`` hint, then the clients are disconnected a few at a time over
+``HERALD_DRAIN_SECONDS``, so their reconnections (with ``Last-Event-ID``, to a sibling
+streamer) are spread out; events keep flowing to those not yet disconnected. Then the
+Redis subscription is closed and the process exits with status 0.
 """
 
 from __future__ import annotations
@@ -10,19 +12,25 @@ from __future__ import annotations
 import _socket
 import argparse
 import logging
+import random
 import signal
 import sys
 
 import gevent
 import gevent.event
+import redis
 
 from herald import config as herald_config
 from herald import logs
 from herald.config import Config
+from herald.connection import raw_client
 from herald.errors import ConfigError
+from herald.event import id_key
 from herald.keys import Keys
 from streamer.app import Streamer
 from streamer.broker import Broker
+from streamer.client import Client
+from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
 from streamer.workers import Supervisor
@@ -30,6 +38,7 @@ from streamer.workers import Supervisor
 log = logging.getLogger(__name__)
 
 BACKLOG = 4096
+DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
 
 
 class StreamerService:
@@ -38,14 +47,34 @@ class StreamerService:
     def __init__(self, config: Config, sock: _socket.socket) -> None:
         self.config = config
         keys = Keys(config.prefix)
-        self.broker = Broker(config.redis_url, keys, self._dispatch)
+        self.history = History(raw_client(config.redis_url), keys, config.history_ttl,
+                               config.replay_max)
+        self.broker = Broker(config.redis_url, keys, self._dispatch,
+                             on_resync=self._fill_gaps, on_subscribed=self._subscribed)
         self.hub = Hub(self.broker.want, self.broker.unwant)
-        self.app = Streamer(config, self.hub, self.broker)
+        self.app = Streamer(config, self.hub, self.broker, self.history)
         self.listener = Listener(sock, self.app.handle)
+        self.stopping = False
         self.stopped = gevent.event.Event()
 
     def _dispatch(self, batch: list[tuple[str, bytes]]) -> None:
         self.hub.dispatch(batch)
+
+    def _fill_gaps(self) -> None:
+        """After a lost subscription: deliver what each topic missed, from history."""
+        positions = self.hub.gap_positions()
+        if positions:
+            self.hub.fill(self.history.since(positions))
+
+    def _subscribed(self, topics: list[str]) -> None:
+        gevent.spawn(self._record_starts, topics)
+
+    def _record_starts(self, topics: list[str]) -> None:
+        try:
+            position = id_key(self.history.position())
+        except redis.RedisError:
+            return  # the gap fill then starts at the first event this process sees
+        self.hub.record_starts(topics, position)
 
     def start(self) -> None:
         self.broker.start()
@@ -56,16 +85,32 @@ class StreamerService:
                  _pid())
 
     def stop(self, *_: object) -> None:
-        if self.stopped.is_set():
+        if self.stopping:
             return
-        log.info("stopping: closing %d client connections", len(self.hub.clients))
+        self.stopping = True
         self.listener.close()
-        retry = b"retry: %d\n\n" % self.config.retry_ms
-        for client in tuple(self.hub.clients):
-            client.send(retry)
-        self.hub.close_all("server stopping")
-        self.broker.stop()
-        self.stopped.set()
+        clients = list(self.hub.clients)
+        random.shuffle(clients)
+        log.info("stopping: draining %d clients over %.1fs", len(clients),
+                 self.config.drain_seconds)
+        gevent.spawn(self._drain, clients)
+
+    def _drain(self, clients: list[Client]) -> None:
+        try:
+            retry = b"retry: %d\n\n" % self.config.retry_ms
+            for client in clients:
+                client.send(retry)
+            slices = max(1, min(len(clients), DRAIN_SLICES))
+            size = max(1, -(-len(clients) // slices))
+            for start in range(0, len(clients), size):
+                for client in clients[start:start + size]:
+                    client.close("server stopping")
+                if start + size < len(clients):
+                    gevent.sleep(self.config.drain_seconds / slices)
+            self.hub.close_all("server stopping")
+        finally:
+            self.broker.stop()
+            self.stopped.set()
 
 
 def _supervise(processes: int, host: str, port: int) -> int:

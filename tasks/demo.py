@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tasks.jobs import JobTask, job_kind
 
-# Stays well inside celeryconfig.TASK_TIME_LIMIT, so a demo never hits the hard limit.
+# Stays well inside the default HERALD_TASK_TIME_LIMIT (600 s).
 MAX_DEMO_SECONDS = 300
 
 

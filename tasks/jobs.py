@@ -61,7 +61,7 @@ def job_kind(name: str, params: type[BaseModel],
     """Register a bound Celery task on ``JobTask`` as the job kind ``name``."""
 
     def register(func: Callable[..., Any]) -> Task:
-        task = app.task(base=JobTask, bind=True, name=name)(func)
+        task = app.task(base=JobTask, bind=True, name=name, default_retry_delay=1)(func)
         KINDS[name] = JobKind(name, task, params, description)
         return task
 
@@ -93,10 +93,14 @@ class JobTask(Task):
     def _transition(self, job_id: str, state: str, event: str | None = None,
                     **fields: Any) -> None:
         svc = services.default()
+        event_type = event or f"job.{state}"
+        # One event per transition and attempt, even if Redis drops a reply and the
+        # client retries the publish.
+        key = f"job:{job_id}:{self.request.retries}:{event_type}:{fields.get('done', '')}"
         try:
             if not svc.jobs.update(job_id, state=state, **fields):
                 return  # not started through the API (or expired): no lifecycle
-            _announce(svc, job_id, event or f"job.{state}")
+            _announce(svc, job_id, event_type, key)
         except redis.RedisError:
             log.warning("job %s: could not record or publish %s", job_id, state,
                         exc_info=True)
@@ -106,7 +110,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _announce(svc: Services, job_id: str, event_type: str) -> None:
+def _announce(svc: Services, job_id: str, event_type: str, key: str | None = None) -> None:
     job = svc.jobs.describe(job_id)
     if job is None:
         return
@@ -116,7 +120,7 @@ def _announce(svc: Services, job_id: str, event_type: str) -> None:
         data["result"] = job["result"]
     elif job["state"] in (FAILED, RETRYING):
         data["error"] = job["error"]
-    svc.publisher.publish(user_topic(job["owner"]), data, event_type)
+    svc.publisher.publish(user_topic(job["owner"]), data, event_type, key)
 
 
 def submit(svc: Services, kind: str, params: dict[str, Any], owner: str) -> str:

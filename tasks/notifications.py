@@ -34,32 +34,36 @@ log = logging.getLogger(__name__)
 
 EVENT_TYPE = "notification"
 
-# KEYS: clock, stream, state, events, inbox, unread
+# KEYS: clock, stream, floor, state, events, inbox, unread
 # ARGV: channel, rest, maxlen, ttl_ms, destination, notification id, retention,
 #       inbox max, "1" to write the inbox
 DELIVER_SCRIPT = PUBLISH_FUNCTION + """
-local done = redis.call('HGET', KEYS[4], ARGV[5])
+local done = redis.call('HGET', KEYS[5], ARGV[5])
 if done then return done end
-local id = herald_publish(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], tonumber(ARGV[4]))
+local id = herald_publish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
+                          tonumber(ARGV[4]))
 local retention = tonumber(ARGV[7])
-redis.call('HSET', KEYS[3], ARGV[5], 'delivered')
-redis.call('HSET', KEYS[4], ARGV[5], id)
-redis.call('EXPIRE', KEYS[3], retention)
+redis.call('HSET', KEYS[4], ARGV[5], 'delivered')
+redis.call('HSET', KEYS[5], ARGV[5], id)
 redis.call('EXPIRE', KEYS[4], retention)
+redis.call('EXPIRE', KEYS[5], retention)
 if ARGV[9] == '1' then
-  redis.call('ZADD', KEYS[5], 0, ARGV[6])
-  redis.call('SADD', KEYS[6], ARGV[6])
-  local extra = redis.call('ZCARD', KEYS[5]) - tonumber(ARGV[8])
+  redis.call('ZADD', KEYS[6], 0, ARGV[6])
+  redis.call('SADD', KEYS[7], ARGV[6])
+  local extra = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[8])
   if extra > 0 then
-    local old = redis.call('ZRANGE', KEYS[5], 0, extra - 1)
-    redis.call('ZREMRANGEBYRANK', KEYS[5], 0, extra - 1)
-    redis.call('SREM', KEYS[6], unpack(old))
+    local old = redis.call('ZRANGE', KEYS[6], 0, extra - 1)
+    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, extra - 1)
+    redis.call('SREM', KEYS[7], unpack(old))
   end
-  redis.call('EXPIRE', KEYS[5], retention)
   redis.call('EXPIRE', KEYS[6], retention)
+  redis.call('EXPIRE', KEYS[7], retention)
 end
 return id
 """
+# Destinations per round trip: bounds memory for large recipient lists, and progress
+# is recorded as it goes (a redelivered task skips what is done).
+DELIVERY_CHUNK = 100
 
 
 def event_data(record: dict[str, str]) -> dict[str, Any]:
@@ -87,13 +91,15 @@ def deliver(svc: Services, notification_id: str) -> dict[str, str]:
     if record["status"] != DELIVERED:
         svc.notifications.set_status(notification_id, SENDING)
     script = _deliver_script(svc.redis)
-    pipe = svc.redis.pipeline(transaction=False)
     destinations = svc.notifications.destinations(record)
-    for topic in destinations:
-        _queue_delivery(svc, pipe, script, record, topic)
-    event_ids = pipe.execute()
+    event_ids: list[str] = []
+    for start in range(0, len(destinations), DELIVERY_CHUNK):
+        pipe = svc.redis.pipeline(transaction=False)
+        for topic in destinations[start:start + DELIVERY_CHUNK]:
+            _queue_delivery(svc, pipe, script, record, topic)
+        event_ids += [str(e) for e in pipe.execute()]
     svc.notifications.set_status(notification_id, DELIVERED)
-    return dict(zip(destinations, [str(e) for e in event_ids], strict=True))
+    return dict(zip(destinations, event_ids, strict=True))
 
 
 @functools.cache
@@ -141,6 +147,7 @@ class NotificationTask(Task):
     retry_backoff_max=60,
     retry_jitter=True,
     max_retries=8,
+    default_retry_delay=1,  # after a lost worker process: run again at once (idempotent)
 )
 def send_notification(notification_id: str) -> dict[str, str]:
     """Deliver notification ``notification_id`` (idempotent; see ``deliver``)."""

@@ -59,3 +59,9 @@ def test_readme_documents_every_setting():
     readme = (ROOT / "README.md").read_text()
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", readme, re.MULTILINE))
     assert documented == {s.env for s in config.SETTINGS}
+
+
+def test_visibility_timeout_must_exceed_the_task_time_limit(tmp_path):
+    with pytest.raises(ConfigError, match="HERALD_VISIBILITY_TIMEOUT=600 must exceed"):
+        config.load({"HERALD_HOME": str(tmp_path), "HERALD_TASK_TIME_LIMIT": "600",
+                     "HERALD_VISIBILITY_TIMEOUT": "600"})
