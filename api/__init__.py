@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
+from flask_cors import CORS
 
 from herald import config as herald_config
 from herald import services
@@ -21,7 +22,7 @@ MAX_BODY_BYTES = 64 * 1024
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the API for ``config`` (default: from the environment)."""
-    from api import errors, events, health, inbox, jobs, notifications, tokens
+    from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
 
     try:
         cfg = config or herald_config.get()
@@ -32,8 +33,12 @@ def create_app(config: Config | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["herald"] = services.build(cfg)
     errors.register(app)
-    for module in (notifications, inbox, events, jobs, tokens, health):
+    for module in (notifications, inbox, events, jobs, tokens, health, openapi):
         app.register_blueprint(module.bp)
+    if cfg.cors_origins:
+        CORS(app, resources={r"/api/*": {"origins": list(cfg.cors_origins)}},
+             allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
+             expose_headers=["Location", "Retry-After"], max_age=600)
     logging.getLogger(__name__).info("Herald API ready (redis %s, broker %s)",
                                      _redact(cfg.redis_url), _redact(cfg.broker_url))
     return app

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api import auth
 from api.context import services
 from api.errors import invalid
 from api.schemas import EventIn, parse
@@ -15,6 +16,7 @@ bp = Blueprint("events", __name__, url_prefix="/api/events")
 @bp.post("")
 def publish() -> tuple[Response, int]:
     """Append to the topic's history and fan out; answer 202 with the event id."""
+    auth.sender()
     body = parse(request, EventIn)
     try:
         event_id = services().publisher.publish(body.topic, body.data, body.type)

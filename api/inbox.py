@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, jsonify, request
 
+from api import auth
 from api.context import services
 from api.errors import invalid
 from api.schemas import ReadIn, parse
@@ -20,6 +21,7 @@ READ_EVENT = "notification.read"
 def page(user: str) -> Response:
     """Newest first, ``limit`` at a time; ``next_cursor`` fetches the next page."""
     _check_user(user)
+    auth.publisher_or_user(user)
     limit = _limit()
     cursor = request.args.get("cursor") or None
     if cursor is not None and not valid_id(cursor, "n"):
@@ -32,6 +34,7 @@ def page(user: str) -> Response:
 def mark_read(user: str) -> Response:
     """Mark ``ids`` (or ``all``) read; other tabs learn it from a ``notification.read``."""
     _check_user(user)
+    auth.publisher_or_user(user)
     body = parse(request, ReadIn)
     if (body.ids is None) == (body.all is None) or body.all is False:
         raise invalid("ids", "give either ids (a list) or all: true")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
 
+from api import auth
 from api.context import services
 from api.errors import ApiError, from_validation, invalid
 from api.schemas import JobIn, parse
@@ -18,6 +19,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 @bp.post("")
 def start() -> tuple[Response, int]:
     """Validate the kind's params, dispatch the job; answer 202 with its id."""
+    auth.sender()
     body = parse(request, JobIn)
     known = jobs.kinds()
     kind = known.get(body.kind)
@@ -39,8 +41,9 @@ def start() -> tuple[Response, int]:
 
 @bp.get("/<job_id>")
 def show(job_id: str) -> Response:
-    """The job's state, progress, result or error, and timestamps."""
+    """The job's state, progress, result or error, and timestamps (key or owner)."""
+    who = auth.caller()
     record = services().jobs.describe(job_id) if valid_id(job_id, "j") else None
-    if record is None:
+    if record is None or (who.grant is not None and who.grant.user != record["owner"]):
         raise ApiError(404, "not_found", f"no job {job_id!r}", "id")
     return jsonify(record)

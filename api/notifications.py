@@ -6,6 +6,7 @@ import re
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
+from api import auth
 from api.context import services
 from api.errors import ApiError, invalid
 from api.schemas import NotificationIn, parse
@@ -23,7 +24,8 @@ IDEMPOTENCY_RULE = re.compile(r"[\x21-\x7e]{1,255}")
 @bp.post("")
 def create() -> tuple[Response, int]:
     """Store a notification and dispatch its delivery; answer 202 with its id."""
-    key = _idempotency_key()
+    api_key = auth.sender()
+    key = _idempotency_key(api_key.id)
     body = parse(request, NotificationIn)
     new = _validated(body)
     try:
@@ -43,6 +45,7 @@ def create() -> tuple[Response, int]:
 @bp.get("/<notification_id>")
 def show(notification_id: str) -> Response:
     """The record with its status, timestamps and per-destination delivery state."""
+    auth.publisher()
     if not valid_id(notification_id, "n"):
         raise ApiError(404, "not_found", f"no notification {notification_id!r}", "id")
     record = services().notifications.describe(notification_id)
@@ -51,13 +54,14 @@ def show(notification_id: str) -> Response:
     return jsonify(record)
 
 
-def _idempotency_key() -> str | None:
+def _idempotency_key(scope: str) -> str | None:
+    """The request's key, scoped to the API key (two publishers never collide)."""
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         return None
     if not IDEMPOTENCY_RULE.fullmatch(key):
         raise invalid(IDEMPOTENCY_HEADER, "must be 1-255 visible ASCII characters")
-    return key
+    return f"{scope}:{key}"
 
 
 def _validated(body: NotificationIn) -> NewNotification:

@@ -63,6 +63,12 @@ class TokenIn(Strict):
     ttl: int | None = Field(None, ge=1)
 
 
+class RevokeIn(Strict):
+    """POST /api/tokens/revoke: the ``token_id`` that ``POST /api/tokens`` answered."""
+
+    token_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+
+
 class ReadIn(Strict):
     """POST /api/users/<user>/notifications/read: ``ids`` or ``all``."""
 

@@ -161,13 +161,59 @@ def bench(scenario: str, quick: bool, no_references: bool, only: tuple[str, ...]
             embedded.stop()
 
 
+@main.group()
+def apikey() -> None:
+    """Create, list and revoke API keys (stored in Redis, only as hashes)."""
+
+
+def _apikeys() -> Any:
+    from herald.apikeys import ApiKeyStore
+    from herald.connection import client
+    from herald.keys import Keys
+
+    cfg = _config()
+    return ApiKeyStore(client(cfg.redis_url), Keys(cfg.prefix))
+
+
+@apikey.command("create")
+@click.argument("name")
+def apikey_create(name: str) -> None:
+    """Create a key named NAME and print it (it is shown only this once)."""
+    try:
+        key, record = _apikeys().create(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="NAME") from exc
+    click.echo(key)
+    click.echo(f"created API key {record.id} ({record.name}); store it now, it is not "
+               "kept", err=True)
+
+
+@apikey.command("list")
+def apikey_list() -> None:
+    """List keys: id, name, created, revoked."""
+    for key in _apikeys().list():
+        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+        click.echo(f"{key.id}  {key.name:<24} created {key.created_at}  {state}")
+
+
+@apikey.command("revoke")
+@click.argument("id_or_name")
+def apikey_revoke(id_or_name: str) -> None:
+    """Revoke the key with this id (or every active key with this name)."""
+    revoked = _apikeys().revoke(id_or_name)
+    if not revoked:
+        raise click.ClickException(f"no active key {id_or_name!r}")
+    for key in revoked:
+        click.echo(f"revoked {key.id} ({key.name})")
+
+
 @main.command("config")
 def show_config() -> None:
     """Print every setting: variable, value in effect, default and meaning."""
     cfg = _config()
     for setting in SETTINGS:
         value = getattr(cfg, setting.attr)
-        if setting.attr in ("secret", "flower_auth"):
+        if setting.attr in ("secret", "flower_auth", "api_key"):
             value = "(set)" if value else "(empty)"
         click.echo(f"{setting.env}={value}\n    default {setting.default!r}: {setting.doc}")
 
@@ -180,8 +226,12 @@ def _json(text: str) -> Any:
 
 
 def _api(cfg: Config, method: str, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    if not cfg.api_key:
+        raise click.ClickException("no API key: set HERALD_API_KEY (`herald apikey create`)")
+    headers = {"Authorization": f"Bearer {cfg.api_key}"}
     try:
-        response = httpx.request(method, cfg.api_url + path, json=payload, timeout=10)
+        response = httpx.request(method, cfg.api_url + path, json=payload, headers=headers,
+                                 timeout=10)
     except httpx.HTTPError as exc:
         raise click.ClickException(f"API at {cfg.api_url} unreachable: {exc}") from exc
     body = response.json() if response.headers.get("content-type", "").startswith(

@@ -24,6 +24,7 @@ from herald.errors import ConfigError
 
 DEV_SECRET_FILE = "secret"
 DEV_FLOWER_FILE = "flower-password"
+DEV_API_KEY_FILE = "apikey"
 MIN_SECRET_LENGTH = 32
 
 
@@ -67,6 +68,24 @@ def _choice(*allowed: str) -> Callable[[str], str]:
 
 def _text(value: str) -> str:
     return value
+
+
+def _origins(value: str) -> tuple[str, ...]:
+    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+    for origin in origins:
+        if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
+            raise ValueError("must be a comma-separated list of http(s)://host[:port] or *")
+    return origins
+
+
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+
+
+def _algorithms(value: str) -> tuple[str, ...]:
+    names = tuple(a.strip().upper() for a in value.split(",") if a.strip())
+    if not names or any(name not in HMAC_ALGORITHMS for name in names):
+        raise ValueError(f"must be a comma-separated list of {', '.join(HMAC_ALGORITHMS)}")
+    return names
 
 
 def _prefix(value: str) -> str:
@@ -134,6 +153,21 @@ SETTINGS: tuple[Setting, ...] = (
             "Seconds between SSE heartbeat comments (keep under proxies' 30-60 s idle limit)."),
     Setting("HERALD_RETRY_MS", "retry_ms", "3000", _int(100, 600_000),
             "`retry:` hint sent to EventSource clients, in milliseconds."),
+    Setting("HERALD_TOKEN_ALGORITHMS", "token_algorithms", "HS256", _algorithms,
+            "Signature algorithms accepted for subscriber tokens (HMAC only, never `none`); "
+            "tokens are minted with the first."),
+    Setting("HERALD_API_KEY", "api_key", None, _text,
+            "API key the CLI sends to the API. Dev: the key `herald run` keeps in "
+            "$HERALD_HOME/apikey."),
+    Setting("HERALD_PUBLISH_RATE", "publish_rate", "50", _float(0.01, 1_000_000),
+            "Sends, publishes and job starts per second allowed per API key."),
+    Setting("HERALD_PUBLISH_BURST", "publish_burst", "100", _int(1, 10_000_000),
+            "Requests an API key may make at once before HERALD_PUBLISH_RATE applies."),
+    Setting("HERALD_MAX_CONNECTIONS_PER_USER", "max_connections_per_user", "20",
+            _int(1, 100_000), "Open streams one user may hold on one streamer process."),
+    Setting("HERALD_CORS_ORIGINS", "cors_origins", "", _origins,
+            "Comma-separated origins (`https://app.example.com`) allowed to call the API "
+            "and the streamer from a browser; empty allows none, `*` any."),
     Setting("HERALD_TOKEN_TTL", "token_ttl", "3600", _int(1, 31_536_000),
             "Default lifetime of a minted subscriber token, in seconds."),
     Setting("HERALD_TOKEN_MAX_TTL", "token_max_ttl", "86400", _int(1, 31_536_000),
@@ -197,6 +231,12 @@ class Config:
     worker_concurrency: int
     heartbeat: float
     retry_ms: int
+    token_algorithms: tuple[str, ...]
+    api_key: str | None
+    publish_rate: float
+    publish_burst: int
+    max_connections_per_user: int
+    cors_origins: tuple[str, ...]
     token_ttl: int
     token_max_ttl: int
     max_topics: int
@@ -280,6 +320,8 @@ def _complete(values: dict[str, Any]) -> Config:
         f"http://{_host(values['streamer_host'])}:{values['streamer_port']}"
     )
     values["flower_auth"] = values["flower_auth"] or _dev_flower_auth(home, production)
+    if not values["api_key"] and not production:
+        values["api_key"] = _read(home / DEV_API_KEY_FILE)
     return Config(**values)
 
 
@@ -351,5 +393,6 @@ def as_environ(config: Config) -> dict[str, str]:
         value = getattr(config, setting.attr)
         if isinstance(value, tuple):
             value = ",".join(value)
-        out[setting.env] = str(value)
+        if value is not None:
+            out[setting.env] = str(value)
     return out

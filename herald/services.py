@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis
 
 from herald import config as herald_config
+from herald.apikeys import ApiKeyStore
 from herald.config import Config
 from herald.connection import client
 from herald.inbox import Inbox
@@ -15,6 +16,8 @@ from herald.jobs import JobStore
 from herald.keys import Keys
 from herald.notifications import NotificationStore
 from herald.publisher import Publisher
+from herald.ratelimit import RateLimiter
+from herald.revocation import Revocations
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,9 @@ class Services:
     inbox: Inbox
     jobs: JobStore
     publisher: Publisher
+    apikeys: ApiKeyStore
+    revocations: Revocations
+    limiter: RateLimiter
 
 
 def build(config: Config) -> Services:
@@ -42,6 +48,9 @@ def build(config: Config) -> Services:
         inbox=Inbox(redis_client, keys),
         jobs=JobStore(redis_client, keys, config.retention),
         publisher=Publisher(redis_client, keys, config.history_maxlen, config.history_ttl),
+        apikeys=ApiKeyStore(redis_client, keys),
+        revocations=Revocations(redis_client, keys),
+        limiter=RateLimiter(redis_client, keys, config.publish_rate, config.publish_burst),
     )
 
 

@@ -24,10 +24,12 @@ from urllib.parse import urlsplit
 import httpx
 from honcho.manager import Manager
 
-from herald.config import Config, as_environ
-from herald.connection import answers
+from herald.apikeys import ApiKeyStore
+from herald.config import DEV_API_KEY_FILE, Config, as_environ
+from herald.connection import answers, client
 from herald.embedded import EmbeddedRedis
 from herald.errors import HeraldError
+from herald.keys import Keys
 
 HEALTH_WAIT = 90.0
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)
@@ -90,11 +92,30 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def dev_api_key(cfg: Config) -> Config:
+    """``cfg`` with a working API key: the one in $HERALD_HOME/apikey, or a new one.
+
+    Only in development: in production keys are created with ``herald apikey create``.
+    """
+    if cfg.production:
+        return cfg
+    store = ApiKeyStore(client(cfg.redis_url), Keys(cfg.prefix))
+    if cfg.api_key and store.check(cfg.api_key):
+        return cfg
+    key, _ = store.create("dev")
+    path = cfg.home / DEV_API_KEY_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    return cfg.replace(api_key=key)
+
+
 def run(cfg: Config) -> int:
     """Run the stack until a signal or until one process exits; return an exit status."""
     cfg, embedded = with_redis(cfg)
     try:
-        return _supervise(cfg, embedded)
+        return _supervise(dev_api_key(cfg), embedded)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -154,6 +175,7 @@ def banner(cfg: Config, embedded: EmbeddedRedis | None) -> str:
         f"password {password!r}",
         f"  Redis     {cfg.redis_url}{redis_note}",
         f"  Dev secret in {cfg.home / 'secret'} (signs subscriber tokens)",
+        f"  Dev API key {cfg.api_key} (also in {cfg.home / DEV_API_KEY_FILE})",
         "Try, in another terminal of this directory:",
         "  herald listen user:alice",
         "  herald send alice Hello",

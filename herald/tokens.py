@@ -55,7 +55,7 @@ def valid_grant(pattern: object) -> bool:
 
 
 def mint(secret: str, user: str, topics: tuple[str, ...] = (), ttl: int = 3600,
-         now: float | None = None) -> tuple[str, Grant]:
+         now: float | None = None, algorithm: str = ALGORITHMS[0]) -> tuple[str, Grant]:
     """Sign a token for ``user`` granting ``topics`` for ``ttl`` seconds.
 
     Raises ``ValueError`` when the user, a grant or the ttl breaks its rule.
@@ -70,13 +70,16 @@ def mint(secret: str, user: str, topics: tuple[str, ...] = (), ttl: int = 3600,
     grant = Grant(user, tuple(topics), issued + ttl, secrets.token_urlsafe(12))
     claims = {"sub": user, "topics": list(topics), "iat": issued, "exp": grant.expires_at,
               "jti": grant.token_id}
-    return jwt.encode(claims, secret, algorithm=ALGORITHMS[0]), grant
+    return jwt.encode(claims, secret, algorithm=algorithm), grant
 
 
-def verify(secret: str, token: str) -> Grant:
-    """Check a token's signature, expiry and claims; raise ``TokenError`` saying why not."""
+def verify(secret: str, token: str, algorithms: tuple[str, ...] = ALGORITHMS) -> Grant:
+    """Check a token's signature, expiry and claims; raise ``TokenError`` saying why not.
+
+    Only ``algorithms`` (HMAC ones, from configuration) are accepted, never ``none``.
+    """
     try:
-        claims = jwt.decode(token, secret, algorithms=list(ALGORITHMS),
+        claims = jwt.decode(token, secret, algorithms=list(algorithms),
                             options={"require": ["sub", "exp", "jti"]})
     except jwt.ExpiredSignatureError as exc:
         raise TokenError("token expired") from exc

@@ -60,27 +60,53 @@ SSE_HEAD = (
 class Streamer:
     """Routes complete requests (``Listener`` handler) to the handlers below."""
 
-    def __init__(self, config: Config, hub: Hub, broker: Broker, history: History) -> None:
+    def __init__(self, config: Config, hub: Hub, broker: Broker, history: History,
+                 revoked: set[str] | None = None) -> None:
         self.config = config
         self.hub = hub
         self.broker = broker
         self.history = history
+        self.revoked = revoked if revoked is not None else set()
         self.routes = {"/events": self.events, "/healthz": self.healthz}
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
             self._route(request)(sock, request)
         except BadRequest as exc:
+            exc.headers.update(self._cors(request))
             reply_and_close(sock, exc.answer())
 
     def _route(self, request: Request) -> Any:
         handler = self.routes.get(request.path)
         if handler is None:
             raise BadRequest(404, "not_found", f"no resource at {request.path}")
+        if request.method == "OPTIONS":
+            return self.preflight
         if request.method != "GET":
             raise BadRequest(405, "method_not_allowed", "only GET is served here",
-                             headers={"Allow": "GET"})
+                             headers={"Allow": "GET, OPTIONS"})
         return handler
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        """CORS headers for an allowed ``Origin`` (HERALD_CORS_ORIGINS), else none."""
+        origin = request.headers.get("origin")
+        allowed = self.config.cors_origins
+        if not origin or not allowed or (origin not in allowed and "*" not in allowed):
+            return {}
+        # Credentials (the herald_token cookie) need the origin itself, not "*".
+        return {"Access-Control-Allow-Origin": origin,
+                "Access-Control-Allow-Credentials": "true", "Vary": "Origin"}
+
+    def preflight(self, sock: _socket.socket, request: Request) -> None:
+        cors = self._cors(request)
+        if not cors:
+            raise BadRequest(403, "forbidden", "origin not allowed (HERALD_CORS_ORIGINS)",
+                             "Origin")
+        cors.update({"Access-Control-Allow-Methods": "GET, OPTIONS",
+                     "Access-Control-Allow-Headers":
+                         "Authorization, Last-Event-ID, Cache-Control",
+                     "Access-Control-Max-Age": "600"})
+        reply_and_close(sock, response(204, None, cors))
 
     def healthz(self, sock: _socket.socket, request: Request) -> None:
         healthy = self.broker.connected
@@ -94,9 +120,15 @@ class Streamer:
     def events(self, sock: _socket.socket, request: Request) -> None:
         grant = self._authenticate(request)
         topics = self._topics(request, grant)
+        if self.hub.per_user.get(grant.user, 0) >= self.config.max_connections_per_user:
+            raise BadRequest(429, "too_many_connections",
+                             f"{grant.user!r} already has "
+                             f"{self.config.max_connections_per_user} streams open here",
+                             "token", headers={"Retry-After": "5"})
         last_id = request.headers.get("last-event-id") or request.arg("last_event_id")
         client = Client(grant.user, grant.token_id, topics, self.config.client_buffer,
                         peer=request.peer)
+        client.head = self._handshake(client, self._cors(request))
         if last_id is None and self.broker.ready(topics):
             self.hub.add(client)
             self._start(sock, client)
@@ -106,7 +138,7 @@ class Streamer:
 
     def _start(self, sock: _socket.socket, client: Client) -> None:
         """Fast path: write the stream's head and hand the socket to the client."""
-        head = self._handshake(client)
+        head = client.head
         try:
             written = sock.send(head)
         except OSError:
@@ -144,7 +176,7 @@ class Streamer:
 
     def _preamble(self, client: Client, last_id: str | None) -> tuple[bytes, Key | None]:
         """The head plus the replay (or a reset), and the position it brings up to."""
-        head = self._handshake(client)
+        head = client.head
         if last_id is None:
             return head, None
         replay = self.history.replay(client.topics, last_id)
@@ -158,19 +190,26 @@ class Streamer:
         after = max([id_key(last_id), *(key for key, _, _ in replay.events)])
         return head + b"".join(frames), after
 
-    def _handshake(self, client: Client) -> bytes:
+    def _handshake(self, client: Client, cors: dict[str, str]) -> bytes:
+        head = SSE_HEAD
+        if cors:
+            extra = "".join(f"{name}: {value}\r\n" for name, value in cors.items())
+            head = head[:-2] + extra.encode("latin-1") + b"\r\n"
         retry = b"retry: %d\n" % self.config.retry_ms
         hello = sse_comment(f"connected as {client.user} to {','.join(client.topics)}")
-        return SSE_HEAD + retry + hello
+        return head + retry + hello
 
     def _authenticate(self, request: Request) -> Grant:
         token = request.arg("token") or _bearer(request) or request.cookie(TOKEN_COOKIE)
         if not token:
             raise _unauthorized("a token is required (?token=, Bearer or cookie)")
         try:
-            return tokens.verify(self.config.secret, token)
+            grant = tokens.verify(self.config.secret, token, self.config.token_algorithms)
         except TokenError as exc:
             raise _unauthorized(str(exc)) from None
+        if grant.token_id in self.revoked:
+            raise _unauthorized("token revoked")
+        return grant
 
     def _topics(self, request: Request, grant: Grant) -> tuple[str, ...]:
         raw = request.arg("topics")

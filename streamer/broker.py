@@ -11,6 +11,7 @@ Guarantees:
   (from history) before any event received since the reconnection is delivered, so
   clients get what they missed first, then live events, in order;
 - ``on_subscribed`` learns of every confirmed subscription (to record where it began);
+- ``on_control`` receives the messages of the deployment's control channel;
 - ``barrier()`` is set once every message Redis sent before it was asked for has been
   handed to ``deliver`` (a PING answered on the subscription connection, whose reply
   Redis queues behind those messages);
@@ -56,7 +57,8 @@ class Broker:
     def __init__(self, redis_url: str, keys: Keys, deliver: Callable[[Batch], None],
                  *, max_backoff: float = 5.0,
                  on_resync: Callable[[], None] | None = None,
-                 on_subscribed: Callable[[list[str]], None] | None = None) -> None:
+                 on_subscribed: Callable[[list[str]], None] | None = None,
+                 on_control: Callable[[bytes], None] | None = None) -> None:
         self._url = redis_url
         self._keys = keys
         self._prefix = keys.channel_prefix.encode()
@@ -64,6 +66,7 @@ class Broker:
         self._deliver = deliver
         self._on_resync = on_resync
         self._on_subscribed = on_subscribed
+        self._on_control = on_control
         self._resyncing = False  # reconnected, the gap not yet filled
         self._held: Batch = []  # events received meanwhile
         self._newly: list[str] = []  # confirmed in the current read
@@ -226,6 +229,8 @@ class Broker:
             channel = reply[1]
             if channel.startswith(self._prefix):
                 batch.append((channel[len(self._prefix):].decode(), reply[2]))
+            elif channel == self._control and self._on_control is not None:
+                self._on_control(reply[2])
         elif kind == b"subscribe":
             self._confirm(reply[1])
 

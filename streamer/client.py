@@ -37,9 +37,9 @@ EV_READ = 1
 class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
-    __slots__ = ("_on_close", "_watcher", "_writer", "close_reason", "closed", "fd", "input",
-                 "limit", "peer", "pending", "pending_bytes", "prelive", "sock", "token_id",
-                 "topics", "user", "write_timeout")
+    __slots__ = ("_on_close", "_watcher", "_writer", "close_reason", "closed", "fd", "head",
+                 "input", "limit", "peer", "pending", "pending_bytes", "prelive", "sock",
+                 "token_id", "topics", "user", "write_timeout")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
                  write_timeout: float = 30.0, peer: str = "") -> None:
@@ -54,6 +54,7 @@ class Client:
         self.closed = False
         self.close_reason = ""
         self.input = 0
+        self.head = b""  # the response head and first comment, written first
         # Not None while frames wait: before ``attach`` and while the client is behind.
         self.pending: deque[bytes] | None = deque()
         self.pending_bytes = 0

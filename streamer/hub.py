@@ -64,6 +64,7 @@ class Hub:
         self._by_topic: dict[str, list[Group]] = {}
         self._joining: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
+        self.per_user: dict[str, int] = {}  # open streams (joining or live) per user
         self.positions: dict[str, Key] = {}  # last event dispatched, per topic
         self.starts: dict[str, Key] = {}  # where a topic's subscription began
         self.events_in = 0
@@ -82,6 +83,7 @@ class Hub:
     def join(self, client: Client) -> None:
         """Register ``client`` as joining: it collects its topics' frames from now on."""
         self.clients.add(client)
+        self.per_user[client.user] = self.per_user.get(client.user, 0) + 1
         client.on_close(self.remove)
         client.prelive = []
         for topic in client.topics:
@@ -112,6 +114,11 @@ class Hub:
         if client not in self.clients:
             return
         self.clients.discard(client)
+        left = self.per_user.get(client.user, 1) - 1
+        if left:
+            self.per_user[client.user] = left
+        else:
+            self.per_user.pop(client.user, None)
         if client.close_reason == TOO_SLOW:
             self.dropped += 1
         self._leave_joining(client)
@@ -232,6 +239,13 @@ class Hub:
                 self.heartbeat(idle_for=interval / 2)
 
         return gevent.spawn(beat)
+
+    def close_tokens(self, token_ids: set[str], reason: str) -> int:
+        """Close every client whose token id is in ``token_ids``; return how many."""
+        doomed = [c for c in self.clients if c.token_id in token_ids]
+        for client in doomed:
+            client.close(reason)
+        return len(doomed)
 
     def close_all(self, reason: str) -> None:
         for client in tuple(self.clients):

@@ -94,10 +94,10 @@ def _request(event: h11.Request, peer: str) -> Request:
 
 
 def response(status: int, body: Any, headers: dict[str, str] | None = None) -> bytes:
-    """A complete JSON answer that closes the connection."""
-    payload = json.dumps(body, separators=(",", ":")).encode()
+    """A complete JSON answer (no body when ``body`` is None) that closes the connection."""
+    payload = b"" if body is None else json.dumps(body, separators=(",", ":")).encode()
     lines = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}",
-             "Content-Type: application/json",
+             *(["Content-Type: application/json"] if body is not None else []),
              f"Content-Length: {len(payload)}",
              "Cache-Control: no-store",
              "Connection: close"]

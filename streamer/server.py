@@ -27,6 +27,7 @@ from herald.connection import raw_client
 from herald.errors import ConfigError
 from herald.event import id_key
 from herald.keys import Keys
+from herald.revocation import NOTICE, Revocations
 from streamer.app import Streamer
 from streamer.broker import Broker
 from streamer.client import Client
@@ -39,6 +40,7 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 4096
 DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
+REVOCATION_POLL = 3.0  # seconds between rereads of the deny list
 
 
 class StreamerService:
@@ -50,9 +52,12 @@ class StreamerService:
         self.history = History(raw_client(config.redis_url), keys, config.history_ttl,
                                config.replay_max)
         self.broker = Broker(config.redis_url, keys, self._dispatch,
-                             on_resync=self._fill_gaps, on_subscribed=self._subscribed)
+                             on_resync=self._fill_gaps, on_subscribed=self._subscribed,
+                             on_control=self._control)
         self.hub = Hub(self.broker.want, self.broker.unwant)
-        self.app = Streamer(config, self.hub, self.broker, self.history)
+        self.revocations = Revocations(raw_client(config.redis_url), keys)
+        self.revoked: set[str] = set()
+        self.app = Streamer(config, self.hub, self.broker, self.history, self.revoked)
         self.listener = Listener(sock, self.app.handle)
         self.stopping = False
         self.stopped = gevent.event.Event()
@@ -66,6 +71,29 @@ class StreamerService:
         if positions:
             self.hub.fill(self.history.since(positions))
 
+    def _control(self, message: bytes) -> None:
+        if message.startswith(NOTICE):
+            self._revoke({message[len(NOTICE):].decode(errors="replace")})
+
+    def _revoke(self, token_ids: set[str]) -> None:
+        fresh = token_ids - self.revoked
+        self.revoked |= token_ids
+        if fresh:
+            closed = self.hub.close_tokens(fresh, "token revoked")
+            log.info("revoked %d token(s); closed %d connection(s)", len(fresh), closed)
+
+    def _watch_revocations(self) -> None:
+        """Reread the deny list now and then: a missed notice only delays a revocation."""
+        while True:
+            try:
+                current = self.revocations.current()
+            except redis.RedisError:
+                log.warning("cannot read revoked tokens; retrying in %.0fs", REVOCATION_POLL)
+            else:
+                self._revoke(current)
+                self.revoked &= current  # forget entries that expired
+            gevent.sleep(REVOCATION_POLL)
+
     def _subscribed(self, topics: list[str]) -> None:
         gevent.spawn(self._record_starts, topics)
 
@@ -78,6 +106,7 @@ class StreamerService:
 
     def start(self) -> None:
         self.broker.start()
+        gevent.spawn(self._watch_revocations)
         self.listener.start()
         self.hub.run_heartbeats(self.config.heartbeat)
         host, port = self.listener.address

@@ -54,10 +54,14 @@ os.environ.update({
     "HERALD_HEARTBEAT": "0.5",
     "HERALD_RETRY_MS": "500",
     "HERALD_LOG_LEVEL": "INFO",
+    "HERALD_PUBLISH_RATE": "100000",
+    "HERALD_PUBLISH_BURST": "100000",
 })
-for _name in ("HERALD_SECRET", "HERALD_API_URL", "HERALD_STREAMER_URL"):
+for _name in ("HERALD_SECRET", "HERALD_API_URL", "HERALD_STREAMER_URL", "HERALD_API_KEY",
+              "HERALD_CORS_ORIGINS"):
     os.environ.pop(_name, None)
 
+import httpx  # noqa: E402
 import redis  # noqa: E402
 
 from herald import config as herald_config  # noqa: E402
@@ -204,7 +208,7 @@ def streamer() -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def api(config: Config) -> Iterator[str]:
+def api_url(config: Config) -> Iterator[str]:
     """The Flask API on a real threaded HTTP server in this process."""
     from werkzeug.serving import make_server
 
@@ -215,6 +219,21 @@ def api(config: Config) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
+
+
+@pytest.fixture
+def api_key(clean: None, services: Services) -> str:
+    """A fresh publisher API key (the data database is flushed around each test)."""
+    key, _ = services.apikeys.create("tests")
+    return key
+
+
+@pytest.fixture
+def api(api_url: str, api_key: str) -> Iterator[httpx.Client]:
+    """An HTTP client of the API that sends the publisher key."""
+    with httpx.Client(base_url=api_url, headers={"Authorization": f"Bearer {api_key}"},
+                      timeout=10) as client:
+        yield client
 
 
 @pytest.fixture
@@ -264,13 +283,20 @@ def wait_idle(broker_db: redis.Redis) -> Callable[[float], None]:
     return wait
 
 
+def _data_keys(rdb: redis.Redis, config: Config) -> set[str]:
+    """Keys holding data (not the API key list or rate-limit buckets)."""
+    bookkeeping = (f"{config.prefix}:apikeys", f"{config.prefix}:rate:")
+    return {k for k in rdb.keys("*") if not k.startswith(bookkeeping)}
+
+
 @pytest.fixture
-def unchanged(rdb: redis.Redis, broker_db: redis.Redis, config: Config) -> Iterator[None]:
+def unchanged(api: httpx.Client, rdb: redis.Redis, broker_db: redis.Redis,
+              config: Config) -> Iterator[None]:
     """Assert that the test stores, dispatches and publishes nothing."""
     listener = redis.Redis.from_url(config.redis_url).pubsub()
     listener.psubscribe(f"{config.prefix}:*")
     wait_until(lambda: listener.get_message(timeout=0.1) is not None, what="psubscribe")
-    data_before = set(rdb.keys("*"))
+    data_before = _data_keys(rdb, config)
     broker_before = {key: _size(broker_db, key) for key in broker_db.keys("*")}
     yield
     time.sleep(0.1)
@@ -279,7 +305,7 @@ def unchanged(rdb: redis.Redis, broker_db: redis.Redis, config: Config) -> Itera
         published.append(message)
     listener.close()
     assert published == [], f"published: {published}"
-    assert set(rdb.keys("*")) == data_before, "stored something"
+    assert _data_keys(rdb, config) == data_before, "stored something"
     broker_after = {key: _size(broker_db, key) for key in broker_db.keys("*")}
     assert broker_after == broker_before, "dispatched something"
 

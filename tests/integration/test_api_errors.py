@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 pytestmark = pytest.mark.usefixtures("clean", "unchanged")
@@ -98,7 +97,7 @@ CASES = [
 @pytest.mark.parametrize(("method", "path", "kwargs", "status", "field", "words"), CASES,
                          ids=[f"{c[0]} {c[1][:40]} {c[3]} {c[4]}" for c in CASES])
 def test_refused_with_a_clear_error(api, method, path, kwargs, status, field, words):
-    answer = httpx.request(method, api + path, **kwargs)
+    answer = api.request(method, path, **kwargs)
     assert answer.status_code == status, answer.text
     assert answer.headers["content-type"] == "application/json"
     error = answer.json()["error"]

@@ -19,8 +19,9 @@ pytestmark = pytest.mark.usefixtures("clean", "worker")
 HERALD = str(Path(sys.executable).with_name("herald"))
 
 
-def _env(api: str, streamer: str) -> dict[str, str]:
-    return {**CHILD_ENV, "HERALD_API_URL": api, "HERALD_STREAMER_URL": streamer}
+def _env(api: str, streamer: str, key: str = "") -> dict[str, str]:
+    return {**CHILD_ENV, "HERALD_API_URL": api, "HERALD_STREAMER_URL": streamer,
+            "HERALD_API_KEY": key}
 
 
 def _run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -64,8 +65,8 @@ class Listener:
         self.process.wait(5)
 
 
-def test_send_appears_in_listen_within_a_second(api, streamer):
-    env = _env(api, streamer)
+def test_send_appears_in_listen_within_a_second(api_url, streamer, api_key):
+    env = _env(api_url, streamer, api_key)
     listener = Listener(["user:alice"], env)
     try:
         assert listener.connected.wait(10), "herald listen did not connect"
@@ -80,8 +81,8 @@ def test_send_appears_in_listen_within_a_second(api, streamer):
         listener.stop()
 
 
-def test_publish_and_raw_listen(api, streamer):
-    env = _env(api, streamer)
+def test_publish_and_raw_listen(api_url, streamer):
+    env = _env(api_url, streamer)
     listener = Listener(["room:5", "broadcast"], env, raw=True)
     try:
         assert listener.connected.wait(10)
@@ -95,8 +96,8 @@ def test_publish_and_raw_listen(api, streamer):
         listener.stop()
 
 
-def test_token_command_and_refusals(api, streamer, config):
-    env = _env(api, streamer)
+def test_token_command_and_refusals(api_url, streamer, config, api_key):
+    env = _env(api_url, streamer, api_key)
     minted = _run(["token", "alice", "--topic", "room:*", "--ttl", "60"], env)
     assert minted.returncode == 0
     grant = tokens.verify(config.secret, minted.stdout.strip())

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from herald.event import valid_event_id
@@ -18,7 +17,7 @@ def test_alice_receives_the_notification_and_bob_does_not(api, subscribe):
     assert alice.status == 200 and bob.status == 200
 
     sent_at = time.monotonic()
-    answer = httpx.post(f"{api}/api/notifications", json={
+    answer = api.post("/api/notifications", json={
         "recipients": ["alice"], "title": "Build finished", "body": "All green",
         "data": {"build": 42},
     })
@@ -47,13 +46,13 @@ def test_alice_receives_the_notification_and_bob_does_not(api, subscribe):
 
 def test_the_record_shows_delivery(api, subscribe):
     alice = subscribe("alice")
-    answer = httpx.post(f"{api}/api/notifications",
+    answer = api.post("/api/notifications",
                         json={"recipients": ["alice", "carol"], "title": "Hi"})
     status_url = answer.json()["status_url"]
     assert alice.wait_for(1)
 
     def delivered() -> dict:
-        return httpx.get(status_url).json()
+        return api.get(status_url).json()
 
     deadline = time.monotonic() + 5
     while delivered()["status"] != "delivered" and time.monotonic() < deadline:
@@ -71,7 +70,7 @@ def test_the_record_shows_delivery(api, subscribe):
 
 def test_a_topic_notification_reaches_every_subscriber(api, subscribe):
     readers = [subscribe(user, ["news"], grants=("news",)) for user in ("ann", "ben")]
-    httpx.post(f"{api}/api/notifications", json={"topic": "news", "title": "Extra"})
+    api.post("/api/notifications", json={"topic": "news", "title": "Extra"})
     for reader in readers:
         events = reader.wait_for(1)
         assert [e.json()["data"]["title"] for e in events] == ["Extra"]
@@ -80,7 +79,7 @@ def test_a_topic_notification_reaches_every_subscriber(api, subscribe):
 
 def test_raw_events_fan_out_to_a_topic(api, subscribe):
     reader = subscribe("ann", ["room:1"], grants=("room:*",))
-    answer = httpx.post(f"{api}/api/events",
+    answer = api.post("/api/events",
                         json={"topic": "room:1", "type": "chat.message", "data": {"t": "hey"}})
     assert answer.status_code == 202
     events = reader.wait_for(1)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 from tasks.notifications import send_notification
@@ -13,15 +12,15 @@ pytestmark = pytest.mark.usefixtures("clean", "worker")
 
 
 def _inbox(api: str, user: str) -> dict:
-    return httpx.get(f"{api}/api/users/{user}/notifications").json()
+    return api.get(f"/api/users/{user}/notifications").json()
 
 
 def test_same_idempotency_key_gives_one_entry_and_one_event(api, subscribe):
     alice = subscribe("alice")
     request = {"recipients": ["alice"], "title": "Once"}
     headers = {"Idempotency-Key": "order-1234-shipped"}
-    first = httpx.post(f"{api}/api/notifications", json=request, headers=headers)
-    second = httpx.post(f"{api}/api/notifications", json=request, headers=headers)
+    first = api.post("/api/notifications", json=request, headers=headers)
+    second = api.post("/api/notifications", json=request, headers=headers)
     assert first.status_code == second.status_code == 202
     assert first.json()["id"] == second.json()["id"]
     assert first.json()["created"] is True and second.json()["created"] is False
@@ -36,9 +35,9 @@ def test_same_idempotency_key_gives_one_entry_and_one_event(api, subscribe):
 
 def test_same_key_with_another_body_is_refused(api, rdb):
     headers = {"Idempotency-Key": "k-1"}
-    first = httpx.post(f"{api}/api/notifications",
+    first = api.post("/api/notifications",
                        json={"recipients": ["alice"], "title": "A"}, headers=headers)
-    other = httpx.post(f"{api}/api/notifications",
+    other = api.post("/api/notifications",
                        json={"recipients": ["alice"], "title": "B"}, headers=headers)
     assert other.status_code == 422
     assert other.json()["error"]["field"] == "Idempotency-Key"
@@ -47,7 +46,7 @@ def test_same_key_with_another_body_is_refused(api, rdb):
 
 def test_running_the_task_twice_delivers_once(api, subscribe, services, wait_idle):
     alice = subscribe("alice")
-    answer = httpx.post(f"{api}/api/notifications",
+    answer = api.post("/api/notifications",
                         json={"recipients": ["alice"], "title": "Twice?"})
     notification_id = answer.json()["id"]
     assert alice.wait_for(1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from herald.notifications import NewNotification
@@ -14,12 +13,12 @@ pytestmark = pytest.mark.usefixtures("clean", "worker")
 
 
 def _send(api: str, title: str, to: list[str]) -> str:
-    return httpx.post(f"{api}/api/notifications",
+    return api.post("/api/notifications",
                       json={"recipients": to, "title": title}).json()["id"]
 
 
 def _inbox(api: str, user: str, **params: object) -> dict:
-    answer = httpx.get(f"{api}/api/users/{user}/notifications", params=params)
+    answer = api.get(f"/api/users/{user}/notifications", params=params)
     assert answer.status_code == 200
     return answer.json()
 
@@ -45,7 +44,7 @@ def test_marking_read_updates_count_and_tells_other_tabs(api, subscribe):
     tab = subscribe("alice")
     bob = subscribe("bob")
 
-    answer = httpx.post(f"{api}/api/users/alice/notifications/read", json={"ids": [ids[0]]})
+    answer = api.post("/api/users/alice/notifications/read", json={"ids": [ids[0]]})
     assert answer.json() == {"marked": 1, "unread": 2}
     event = tab.wait_for(1)[0]
     assert event.event == "notification.read"
@@ -54,7 +53,7 @@ def test_marking_read_updates_count_and_tells_other_tabs(api, subscribe):
     flags = {item["id"]: item["read"] for item in _inbox(api, "alice")["items"]}
     assert flags == {ids[0]: True, ids[1]: False, ids[2]: False}
 
-    answer = httpx.post(f"{api}/api/users/alice/notifications/read", json={"all": True})
+    answer = api.post("/api/users/alice/notifications/read", json={"all": True})
     assert answer.json() == {"marked": 2, "unread": 0}
     assert all(item["read"] for item in _inbox(api, "alice")["items"])
     assert _inbox(api, "bob")["unread"] == 3

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
 import pytest
 
 from tests.conftest import wait_until
@@ -11,7 +10,7 @@ pytestmark = pytest.mark.usefixtures("clean", "worker")
 
 
 def _start(api: str, params: dict) -> str:
-    answer = httpx.post(f"{api}/api/jobs", json={"kind": "demo.countdown", "params": params,
+    answer = api.post("/api/jobs", json={"kind": "demo.countdown", "params": params,
                                                  "owner": "alice"})
     assert answer.status_code == 202, answer.text
     return answer.json()["id"]
@@ -38,7 +37,7 @@ def test_job_events_arrive_in_order_and_end_in_succeeded(api, subscribe):
     ids = [e.id for e in events]
     assert ids == sorted(ids, key=lambda i: tuple(map(int, i.split("-"))))
 
-    record = httpx.get(f"{api}/api/jobs/{job_id}").json()
+    record = api.get(f"/api/jobs/{job_id}").json()
     assert record["state"] == "succeeded"
     assert record["progress"] == {"done": 3, "total": 3}
     assert record["result"] == {"counted": 3}
@@ -56,7 +55,7 @@ def test_a_failing_job_ends_in_failed(api, subscribe):
     failure = events[-1].json()["data"]
     assert failure["state"] == "failed"
     assert "fail_at" in failure["error"]
-    record = httpx.get(f"{api}/api/jobs/{job_id}").json()
+    record = api.get(f"/api/jobs/{job_id}").json()
     assert record["state"] == "failed"
     assert record["progress"] == {"done": 1, "total": 5}
     assert "DemoFailure" in record["error"]

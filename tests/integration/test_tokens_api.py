@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("clean")
 
 
 def test_minted_token_grants_own_topic_and_patterns(api, streamer):
-    answer = httpx.post(f"{api}/api/tokens",
+    answer = api.post("/api/tokens",
                         json={"user": "alice", "topics": ["room:*"], "ttl": 120})
     assert answer.status_code == 201
     minted = answer.json()
@@ -32,7 +32,7 @@ def test_minted_token_grants_own_topic_and_patterns(api, streamer):
 
 
 def test_stream_url_of_a_minted_token_works(api, streamer, config):
-    minted = httpx.post(f"{api}/api/tokens", json={"user": "bob"}).json()
+    minted = api.post("/api/tokens", json={"user": "bob"}).json()
     assert minted["stream_url"].startswith(config.streamer_url)
     query = minted["stream_url"].split("?", 1)[1]
     params = dict(pair.split("=", 1) for pair in query.split("&"))

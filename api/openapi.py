@@ -1,0 +1,265 @@
+"""The OpenAPI 3.1 description of the API, served at ``GET /api/openapi.json``.
+
+Request bodies come from the same pydantic models the handlers validate with; answers
+are described by the models below. ``tests/integration/test_openapi.py`` checks real
+answers against this document, and schemathesis fuzzes the live API with it, so it
+cannot drift from what the API does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from flask import Blueprint, Response, jsonify
+from pydantic import BaseModel, ConfigDict
+from pydantic.json_schema import models_json_schema
+
+from api.schemas import (
+    EventIn,
+    JobIn,
+    NotificationIn,
+    ReadIn,
+    RevokeIn,
+    TokenIn,
+)
+
+bp = Blueprint("openapi", __name__)
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ErrorDetail(Out):
+    field: str | None
+    message: str
+    code: str
+
+
+class ErrorBody(Out):
+    code: str
+    message: str
+    field: str | None
+    details: list[ErrorDetail] | None = None
+
+
+class Error(Out):
+    error: ErrorBody
+
+
+class NotificationAccepted(Out):
+    id: str
+    status_url: str
+    created: bool
+
+
+class Delivery(Out):
+    state: Literal["pending", "delivered", "failed"]
+    event_id: str | None
+
+
+class NotificationRecord(Out):
+    id: str
+    status: Literal["queued", "sending", "delivered", "failed"]
+    title: str
+    body: str
+    data: dict[str, Any]
+    channels: list[str]
+    recipients: list[str] | None
+    topic: str | None
+    error: str | None
+    created_at: str
+    updated_at: str
+    deliveries: dict[str, Delivery]
+
+
+class InboxItem(Out):
+    id: str
+    title: str
+    body: str
+    data: dict[str, Any]
+    created_at: str
+    read: bool
+
+
+class InboxPage(Out):
+    items: list[InboxItem]
+    unread: int
+    next_cursor: str | None
+
+
+class Marked(Out):
+    marked: int
+    unread: int
+
+
+class EventAccepted(Out):
+    id: str
+
+
+class JobAccepted(Out):
+    id: str
+    status_url: str
+
+
+class Progress(Out):
+    done: int
+    total: int
+
+
+class JobRecord(Out):
+    id: str
+    kind: str
+    owner: str
+    params: dict[str, Any]
+    state: Literal["queued", "started", "retrying", "succeeded", "failed"]
+    progress: Progress
+    result: Any
+    error: str | None
+    created_at: str
+    started_at: str | None
+    finished_at: str | None
+    updated_at: str
+
+
+class TokenMinted(Out):
+    token: str
+    token_id: str
+    user: str
+    topics: list[str]
+    expires_at: str
+    stream_url: str
+
+
+class Revoked(Out):
+    token_id: str
+    revoked: bool
+
+
+class Health(Out):
+    status: Literal["ok", "unavailable"]
+    redis: str
+    broker: str
+
+
+MODELS: list[type[BaseModel]] = [
+    NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
+    NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
+    TokenMinted, Revoked, Health,
+]
+ERRORS = {
+    "400": "A field breaks its rule (the error names it), or the body is not JSON.",
+    "401": "No valid API key or token in `Authorization: Bearer`.",
+    "403": "The credentials do not allow this.",
+    "404": "No such resource.",
+    "405": "Method not allowed on this path.",
+    "413": "Body over 64 KiB.",
+    "415": "Body is not `application/json`.",
+    "422": "The Idempotency-Key was used for a different request.",
+    "429": "The API key's rate limit is reached (see `Retry-After`).",
+    "503": "Redis or the broker is unavailable; nothing was stored.",
+}
+USER = {"name": "user", "in": "path", "required": True,
+        "schema": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$"}}
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def _json(model: type[BaseModel], description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"application/json": {"schema": _ref(model)}}}
+
+
+def _operation(summary: str, ok: tuple[str, type[BaseModel], str], errors: list[str],
+               body: type[BaseModel] | None = None, params: list[dict] | None = None,
+               auth: bool = True) -> dict[str, Any]:
+    status, model, description = ok
+    responses = {status: _json(model, description)}
+    responses.update({code: _json(Error, ERRORS[code]) for code in errors})
+    operation: dict[str, Any] = {"summary": summary, "responses": responses}
+    if body is not None:
+        operation["requestBody"] = {
+            "required": True, "content": {"application/json": {"schema": _ref(body)}}}
+    if params:
+        operation["parameters"] = params
+    operation["security"] = [{"bearer": []}] if auth else []
+    return operation
+
+
+def _path_id(name: str, pattern: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": pattern}}
+
+
+SENDING = ["400", "401", "403", "413", "415", "429", "503"]
+
+
+def paths() -> dict[str, Any]:
+    idempotency = {"name": "Idempotency-Key", "in": "header", "required": False,
+                   "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"}}
+    return {
+        "/api/notifications": {"post": _operation(
+            "Store a notification and dispatch its delivery",
+            ("202", NotificationAccepted, "Accepted (or the earlier one, same key)."),
+            [*SENDING, "422"], NotificationIn, [idempotency])},
+        "/api/notifications/{id}": {"get": _operation(
+            "A notification with its delivery state",
+            ("200", NotificationRecord, "The record."), ["401", "403", "404"],
+            params=[_path_id("id", "^.+$")])},
+        "/api/users/{user}/notifications": {"get": _operation(
+            "A user's inbox, newest first",
+            ("200", InboxPage, "One page."), ["400", "401", "403"],
+            params=[USER,
+                    {"name": "cursor", "in": "query", "required": False,
+                     "schema": {"type": "string"}},
+                    {"name": "limit", "in": "query", "required": False,
+                     "schema": {"type": "integer", "minimum": 1, "maximum": 100}}])},
+        "/api/users/{user}/notifications/read": {"post": _operation(
+            "Mark inbox entries read", ("200", Marked, "How many were unread."),
+            ["400", "401", "403", "413", "415"], ReadIn, [USER])},
+        "/api/events": {"post": _operation(
+            "Publish a raw event", ("202", EventAccepted, "Published; its id."), SENDING,
+            EventIn)},
+        "/api/jobs": {"post": _operation(
+            "Start a background job", ("202", JobAccepted, "Queued."), SENDING, JobIn)},
+        "/api/jobs/{id}": {"get": _operation(
+            "A job's state", ("200", JobRecord, "The record."), ["401", "403", "404"],
+            params=[_path_id("id", "^.+$")])},
+        "/api/tokens": {"post": _operation(
+            "Mint a subscriber token", ("201", TokenMinted, "The token."),
+            ["400", "401", "403", "413", "415"], TokenIn)},
+        "/api/tokens/revoke": {"post": _operation(
+            "Revoke a subscriber token", ("200", Revoked, "Revoked."),
+            ["400", "401", "403", "413", "415"], RevokeIn)},
+        "/healthz": {"get": _operation(
+            "Redis and broker health", ("200", Health, "Both answer."), [], auth=False)
+            | {"responses": {"200": _json(Health, "Both answer."),
+                             "503": _json(Health, "One does not answer.")}}},
+    }
+
+
+def document() -> dict[str, Any]:
+    _, definitions = models_json_schema(
+        [(model, "validation" if model.__name__.endswith("In") else "serialization")
+         for model in MODELS], ref_template="#/components/schemas/{model}")
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Herald API", "version": "1.0.0",
+                 "description": "Notifications, raw events, jobs and subscriber tokens. "
+                                "Events reach browsers through the streamer's "
+                                "`GET /events` (Server-Sent Events)."},
+        "paths": paths(),
+        "components": {
+            "schemas": definitions.get("$defs", {}),
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "An API key (`hk_...`) or a subscriber token."}},
+        },
+    }
+
+
+@bp.get("/api/openapi.json")
+def openapi() -> Response:
+    return jsonify(document())

@@ -1,0 +1,102 @@
+"""Publisher API keys: who may send, publish, mint tokens and read any user's data.
+
+A key reads ``hk_<id>_<secret>``. Only a SHA-256 hash of the secret is stored (in the
+hash ``<prefix>:apikeys``, field ``<id>``), so the key is shown once, when created.
+Checking a key costs one Redis read and a constant-time comparison; a revoked key is
+refused from the next request on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+import secrets
+from dataclasses import asdict, dataclass
+
+import redis
+
+from herald.keys import Keys
+from herald.times import iso, now_ms
+
+KEY_RE = re.compile(r"hk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """A stored key, without its secret."""
+
+    id: str
+    name: str
+    created_at: str | None
+    revoked_at: str | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+def looks_like_key(value: str) -> bool:
+    return value.startswith("hk_")
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeyStore:
+    """Creates, lists, revokes and checks API keys."""
+
+    def __init__(self, redis_client: redis.Redis, keys: Keys) -> None:
+        self.redis = redis_client
+        self.key = f"{keys.prefix}:apikeys"
+
+    def create(self, name: str) -> tuple[str, ApiKey]:
+        """A new key named ``name``: the full key (shown once) and its record."""
+        if not NAME_RE.fullmatch(name):
+            raise ValueError("name must be 1-64 letters, digits, spaces, '.', '_' or '-'")
+        key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        record = {"id": key_id, "name": name, "hash": _digest(secret),
+                  "created_at": now_ms(), "revoked_at": None}
+        self.redis.hset(self.key, key_id, json.dumps(record))
+        return f"hk_{key_id}_{secret}", _public(record)
+
+    def list(self) -> list[ApiKey]:
+        records = [json.loads(raw) for raw in self.redis.hvals(self.key)]
+        return sorted((_public(r) for r in records), key=lambda k: k.created_at or "")
+
+    def revoke(self, id_or_name: str) -> list[ApiKey]:
+        """Revoke the key with this id, or every active key with this name."""
+        revoked = []
+        for key_id, raw in self.redis.hgetall(self.key).items():
+            record = json.loads(raw)
+            if id_or_name in (key_id, record["name"]) and record["revoked_at"] is None:
+                record["revoked_at"] = now_ms()
+                self.redis.hset(self.key, key_id, json.dumps(record))
+                revoked.append(_public(record))
+        return revoked
+
+    def check(self, presented: str) -> ApiKey | None:
+        """The active key ``presented`` is, or None."""
+        match = KEY_RE.fullmatch(presented)
+        if match is None:
+            return None
+        raw = self.redis.hget(self.key, match.group(1))
+        if raw is None:
+            return None
+        record = json.loads(raw)
+        if not hmac.compare_digest(record["hash"], _digest(match.group(2))):
+            return None
+        key = _public(record)
+        return key if key.active else None
+
+
+def _public(record: dict) -> ApiKey:
+    return ApiKey(record["id"], record["name"], iso(record["created_at"]),
+                  iso(record["revoked_at"]))
+
+
+def as_dict(key: ApiKey) -> dict:
+    return asdict(key)

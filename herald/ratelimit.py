@@ -1,0 +1,43 @@
+"""A token bucket per caller in Redis: ``rate`` requests per second, bursts of ``burst``.
+
+The bucket is refilled and spent in one Lua script, so every API process shares one
+limit per key. ``take`` answers how long to wait when the bucket is empty.
+"""
+
+from __future__ import annotations
+
+import redis
+
+from herald.keys import Keys
+
+_TAKE = """
+local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
+local tokens = tonumber(state[1]) or burst
+local at = tonumber(state[2]) or now
+tokens = math.min(burst, tokens + (now - at) * rate)
+local wait = 0
+if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
+redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
+return tostring(wait)
+"""
+
+
+class RateLimiter:
+    """Shared token buckets under ``<prefix>:rate:<name>``."""
+
+    def __init__(self, redis_client: redis.Redis, keys: Keys, rate: float,
+                 burst: int) -> None:
+        self.redis = redis_client
+        self.prefix = f"{keys.prefix}:rate:"
+        self.rate = rate
+        self.burst = burst
+        self._take = redis_client.register_script(_TAKE)
+
+    def take(self, name: str) -> float:
+        """Spend one token of ``name``'s bucket: 0 if allowed, else seconds to wait."""
+        wait = self._take(keys=[self.prefix + name], args=[self.rate, self.burst])
+        return float(wait)

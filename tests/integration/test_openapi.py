@@ -1,0 +1,66 @@
+"""The OpenAPI 3.1 document describes what the API really answers."""
+
+from __future__ import annotations
+
+import httpx
+import jsonschema
+import pytest
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+from tests.conftest import wait_until
+
+pytestmark = pytest.mark.usefixtures("clean", "worker")
+
+
+@pytest.fixture
+def spec(api_url):
+    answer = httpx.get(f"{api_url}/api/openapi.json")
+    assert answer.status_code == 200
+    document = answer.json()
+    assert document["openapi"] == "3.1.0"
+    return document
+
+
+def _check(spec: dict, template: str, method: str, response: httpx.Response) -> None:
+    """Validate ``response`` against the document's schema for it."""
+    operation = spec["paths"][template][method.lower()]
+    described = operation["responses"].get(str(response.status_code))
+    assert described, f"{method} {template} answered undocumented {response.status_code}"
+    schema = described["content"]["application/json"]["schema"]
+    registry = Registry().with_resource(
+        "urn:herald", Resource.from_contents(spec, default_specification=DRAFT202012))
+    reference = {"$ref": "urn:herald" + schema["$ref"]}
+    jsonschema.Draft202012Validator(reference, registry=registry).validate(response.json())
+
+
+def test_real_answers_match_the_document(spec, api, api_url, mint):
+    sent = api.post("/api/notifications",
+                    json={"recipients": ["alice"], "title": "Hi", "data": {"k": [1]}})
+    _check(spec, "/api/notifications", "POST", sent)
+    notification_id = sent.json()["id"]
+    status_url = f"/api/notifications/{notification_id}"
+    wait_until(lambda: api.get(status_url).json()["status"] == "delivered", what="delivery")
+    _check(spec, "/api/notifications/{id}", "GET", api.get(status_url))
+    _check(spec, "/api/notifications/{id}", "GET", api.get("/api/notifications/n_nope"))
+    inbox = api.get("/api/users/alice/notifications", params={"limit": 5})
+    _check(spec, "/api/users/{user}/notifications", "GET", inbox)
+    marked = api.post("/api/users/alice/notifications/read", json={"ids": [notification_id]})
+    _check(spec, "/api/users/{user}/notifications/read", "POST", marked)
+    _check(spec, "/api/events", "POST", api.post("/api/events", json={"topic": "t"}))
+    _check(spec, "/api/events", "POST", api.post("/api/events", json={"topic": "T T"}))
+    job = api.post("/api/jobs", json={"kind": "demo.countdown", "owner": "alice",
+                                      "params": {"steps": 1, "interval": 0}})
+    _check(spec, "/api/jobs", "POST", job)
+    job_url = f"/api/jobs/{job.json()['id']}"
+    wait_until(lambda: api.get(job_url).json()["state"] == "succeeded", what="the job")
+    _check(spec, "/api/jobs/{id}", "GET", api.get(job_url))
+    minted = api.post("/api/tokens", json={"user": "alice", "topics": ["room:*"]})
+    _check(spec, "/api/tokens", "POST", minted)
+    revoked = api.post("/api/tokens/revoke", json={"token_id": minted.json()["token_id"]})
+    _check(spec, "/api/tokens/revoke", "POST", revoked)
+    _check(spec, "/healthz", "GET", httpx.get(f"{api_url}/healthz"))
+    _check(spec, "/api/events", "POST", httpx.post(f"{api_url}/api/events", json={}))
+    user = httpx.post(f"{api_url}/api/events", json={"topic": "t"},
+                      headers={"Authorization": f"Bearer {mint('alice')}"})
+    _check(spec, "/api/events", "POST", user)
