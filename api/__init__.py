@@ -35,6 +35,10 @@ def create_app(config: Config | None = None) -> Flask:
     errors.register(app)
     for module in (notifications, inbox, events, jobs, tokens, health, openapi):
         app.register_blueprint(module.bp)
+    if not cfg.production:
+        from api import demo
+
+        app.register_blueprint(demo.bp)
     if cfg.cors_origins:
         CORS(app, resources={r"/api/*": {"origins": list(cfg.cors_origins)}},
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],

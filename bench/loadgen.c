@@ -67,6 +67,7 @@ enum chunk_state { CH_SIZE0, CH_SIZE, CH_EXT, CH_DATA, CH_CRLF, CH_END };
 #define EV_SEQ 2u
 #define EV_T 4u
 #define EV_C 8u
+#define EV_CTRL 16u /* a protocol event (Herald's "ready", "resumed"): not counted */
 
 struct conn {
     int fd;
@@ -135,7 +136,7 @@ static struct {
     double *head_s;     /* seconds from start to response head, per head received */
     size_t nhead;
 
-    uint64_t events, comments, dups, gaps, misrouted, closed_early, complete;
+    uint64_t events, comments, control, dups, gaps, misrouted, closed_early, complete;
     uint64_t stalled_closed;
     int64_t stalled_first, stalled_last;   /* CLOCK_MONOTONIC ns */
     int64_t first_seq_min, first_seq_max;
@@ -349,6 +350,10 @@ static void dispatch(struct conn *c)
     c->evf = 0;
     if (!(f & EV_DATA))
         return;
+    if (f & EV_CTRL) {
+        g.control++;
+        return;
+    }
     c->events++;
     g.events++;
 
@@ -411,7 +416,14 @@ static void sse_line(struct conn *c, const char *s, size_t len)
         g.comments++;
         return;
     }
-    /* "data" alone is a data field with an empty value. id/event/retry need no work. */
+    if (len >= 6 && memcmp(s, "event:", 6) == 0) {
+        const char *v = s + 6 + (len > 6 && s[6] == ' ');
+        size_t vl = len - (size_t)(v - s);
+        if ((vl == 5 && memcmp(v, "ready", 5) == 0) || (vl == 7 && memcmp(v, "resumed", 7) == 0))
+            c->evf |= EV_CTRL;
+        return;
+    }
+    /* "data" alone is a data field with an empty value. id/retry need no work. */
     if (len >= 4 && memcmp(s, "data", 4) == 0 && (len == 4 || s[4] == ':')) {
         c->evf |= EV_DATA;
         if (len > 5)
@@ -1008,6 +1020,7 @@ static void write_result(int64_t end_mono, const char *end_reason)
     else
         fprintf(f, "  \"stalled_closed_first_s\": null,\n  \"stalled_closed_last_s\": null,\n");
     fprintf(f, "  \"comments\": %" PRIu64 ",\n", g.comments);
+    fprintf(f, "  \"control_events\": %" PRIu64 ",\n", g.control);
     if (g.have_first_seq)
         fprintf(f, "  \"first_seq\": {\"min\": %" PRId64 ", \"max\": %" PRId64 "},\n",
                 g.first_seq_min, g.first_seq_max);

@@ -1,7 +1,8 @@
 """``herald listen``: a terminal SSE client that prints events as they arrive.
 
 It reconnects after a lost connection (waiting the server's ``retry:`` hint) and sends
-``Last-Event-ID`` so the streamer can resume where it left off. A 4xx answer (bad token,
+``Last-Event-ID`` (the last event's id, or the stream's ``ready`` position) so the
+streamer resumes where it left off. A 4xx answer (bad token,
 topic not granted) is final: it is printed and the command exits with status 1.
 """
 
@@ -65,7 +66,12 @@ def _stream(url: str, token: str, topics: list[str], last_id: str | None, delay:
                 delay = sse.retry / 1000
             if sse.id:
                 last_id = sse.id
-            if sse.data:
+            if sse.event == "ready":
+                continue  # the stream's starting position, kept in last_id above
+            if sse.event == "resumed":
+                print(f"herald listen: resumed, {sse.json().get('replayed')} missed events "
+                      "replayed", file=err, flush=True)
+            elif sse.data:
                 print(sse.data if raw else format_event(Event.from_json(sse.data)),
                       file=out, flush=True)
             if stop():

@@ -111,11 +111,19 @@ def dev_api_key(cfg: Config) -> Config:
     return cfg.replace(api_key=key)
 
 
+def dev_origins(cfg: Config) -> Config:
+    """In development, let the demo page (served by the API) reach the streamer."""
+    if cfg.production or cfg.cors_origins:
+        return cfg
+    port = urlsplit(cfg.api_url).port
+    return cfg.replace(cors_origins=(f"http://127.0.0.1:{port}", f"http://localhost:{port}"))
+
+
 def run(cfg: Config) -> int:
     """Run the stack until a signal or until one process exits; return an exit status."""
     cfg, embedded = with_redis(cfg)
     try:
-        return _supervise(dev_api_key(cfg), embedded)
+        return _supervise(dev_origins(dev_api_key(cfg)), embedded)
     finally:
         if embedded is not None:
             embedded.stop()
@@ -169,6 +177,7 @@ def banner(cfg: Config, embedded: EmbeddedRedis | None) -> str:
     lines = [
         "",
         "Herald is running. Ctrl-C stops everything.",
+        f"  Demo      {cfg.api_url}/demo/      (open it in two windows)",
         f"  API       {cfg.api_url}            (GET /healthz)",
         f"  Streamer  {cfg.streamer_url}/events     (SSE)",
         f"  Flower    http://127.0.0.1:{cfg.flower_port}         user {user!r} "

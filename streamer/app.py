@@ -22,12 +22,16 @@ event instead, then live events.
 from __future__ import annotations
 
 import _socket
+import json
 import logging
 import os
 from typing import Any
 
 import gevent
 import redis
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection
+from wsproto.events import Request as WsRequest
 
 from herald import tokens
 from herald.config import Config
@@ -35,12 +39,14 @@ from herald.errors import TokenError
 from herald.event import TOPIC_RULE, Event, id_key, sse_comment, sse_frame, user_topic, valid_topic
 from herald.tokens import Grant
 from streamer.broker import Broker
-from streamer.client import Client
+from streamer.client import SSE, WS, Client
+from streamer.commands import Commands
 from streamer.history import History, Key, reset_envelope
-from streamer.hub import Hub
+from streamer.hub import Frames, Hub
 from streamer.protocol import BadRequest, Request, response
 from streamer.pubsub import PubSubError
 from streamer.reply import reply_and_close
+from streamer.websocket import reply
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +73,8 @@ class Streamer:
         self.broker = broker
         self.history = history
         self.revoked = revoked if revoked is not None else set()
-        self.routes = {"/events": self.events, "/healthz": self.healthz}
+        self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
+        self.commands: Commands | None = None  # WebSocket commands, set by the service
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
@@ -118,6 +125,40 @@ class Streamer:
         reply_and_close(sock, response(200 if healthy else 503, body))
 
     def events(self, sock: _socket.socket, request: Request) -> None:
+        """``GET /events``: a Server-Sent-Events stream."""
+        client = self._client(request, SSE)
+        client.head = self._handshake(client, self._cors(request))
+        last_id = request.headers.get("last-event-id") or request.arg("last_event_id")
+        self._open(sock, client, last_id)
+
+    def websocket(self, sock: _socket.socket, request: Request) -> None:
+        """``GET /ws``: the same stream over a WebSocket, with commands from the client.
+
+        Tokens, grants and resuming (``?last_event_id=``) work as for ``/events``; a
+        browser's ``Origin`` must be allowed (HERALD_CORS_ORIGINS) when origins are
+        configured or the token came from a cookie (cross-site WebSocket hijacking).
+        """
+        ws = WSConnection(ConnectionType.SERVER)
+        ws.receive_data(request.raw)
+        handshake = next(ws.events(), None)
+        if not isinstance(handshake, WsRequest):
+            raise BadRequest(400, "bad_request", "not a WebSocket handshake")
+        self._check_origin(request)
+        client = self._client(request, WS)
+        client.ws = ws
+        client.on_text = self.commands.handle if self.commands else None
+        client.head = ws.send(AcceptConnection())
+        self._open(sock, client, request.arg("last_event_id"))
+
+    def _check_origin(self, request: Request) -> None:
+        origin = request.headers.get("origin")
+        if not origin or self._cors(request):
+            return
+        if self.config.cors_origins or _token_from_cookie(request):
+            raise BadRequest(403, "forbidden", f"origin {origin!r} is not allowed "
+                             "(HERALD_CORS_ORIGINS)", "Origin")
+
+    def _client(self, request: Request, transport: str) -> Client:
         grant = self._authenticate(request)
         topics = self._topics(request, grant)
         if self.hub.per_user.get(grant.user, 0) >= self.config.max_connections_per_user:
@@ -125,12 +166,22 @@ class Streamer:
                              f"{grant.user!r} already has "
                              f"{self.config.max_connections_per_user} streams open here",
                              "token", headers={"Retry-After": "5"})
-        last_id = request.headers.get("last-event-id") or request.arg("last_event_id")
         client = Client(grant.user, grant.token_id, topics, self.config.client_buffer,
-                        peer=request.peer)
-        client.head = self._handshake(client, self._cors(request))
-        if last_id is None and self.broker.ready(topics):
+                        peer=request.peer, transport=transport)
+        client.grant = grant
+        return client
+
+    def _open(self, sock: _socket.socket, client: Client, last_id: str | None) -> None:
+        """Start the stream: at once when nothing needs waiting for, else in a greenlet.
+
+        Every stream gets a ``ready`` event carrying its starting position, so a client
+        that reconnects before any event came still resumes without a gap.
+        """
+        topics = client.topics
+        latest = self.hub.latest
+        if last_id is None and latest is not None and self.broker.ready(topics):
             self.hub.add(client)
+            client.head += _ready(client.transport, _text(latest))
             self._start(sock, client)
             return
         self.hub.join(client)
@@ -151,16 +202,19 @@ class Streamer:
 
     def _join(self, sock: _socket.socket, client: Client, last_id: str | None) -> None:
         """Wait for the subscriptions, read the replay, then go live in order."""
+        marker = None
         try:
             if not self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
                 raise BadRequest(503, "unavailable", "not subscribed to Redis yet; retry",
                                  headers={"Retry-After": "1"})
             preamble, after = self._preamble(client, last_id)
-            if after is not None:
-                # The replay may hold events still on their way through pub/sub: wait
-                # until they have been dispatched (to the joining client, which skips
-                # them), so none reaches the client twice.
-                self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
+            if after is None:
+                position = self.history.position()
+                marker = (id_key(position), _ready(client.transport, position))
+            # The replay (or the position just read) may cover events still on their way
+            # through pub/sub: wait until they have been dispatched (to the joining
+            # client, which places them), so none comes twice or after its position.
+            self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
         except (BadRequest, redis.RedisError, PubSubError, gevent.Timeout) as exc:
             self.hub.remove(client)
             error = exc if isinstance(exc, BadRequest) else BadRequest(
@@ -171,7 +225,7 @@ class Streamer:
             sock.close()
             return
         client.begin_with(preamble)
-        self.hub.activate(client, after)
+        self.hub.activate(client, after, marker)
         client.attach(sock, self.config.send_buffer)
 
     def _preamble(self, client: Client, last_id: str | None) -> tuple[bytes, Key | None]:
@@ -184,11 +238,15 @@ class Streamer:
             envelope = reset_envelope(replay.position, replay.reset, last_id)
             log.info("client %s of %s resuming from %r: reset (%s)", client.peer,
                      client.user, last_id[:40], replay.reset)
-            return head + sse_frame(replay.position, "reset", envelope), id_key(
-                replay.position)
-        frames = [_frame(envelope) for _, _, envelope in replay.events]
+            reset = Frames(id_key(replay.position),
+                           sse_frame(replay.position, "reset", envelope), envelope)
+            return head + reset.for_transport(client.transport), reset.key
+        frames = [_frames(envelope).for_transport(client.transport)
+                  for _, _, envelope in replay.events]
         after = max([id_key(last_id), *(key for key, _, _ in replay.events)])
-        return head + b"".join(frames), after
+        resumed = _resumed(client.transport, len(frames), last_id)
+        ready = _ready(client.transport, _text(after))
+        return head + b"".join(frames) + resumed + ready, after
 
     def _handshake(self, client: Client, cors: dict[str, str]) -> bytes:
         head = SSE_HEAD
@@ -241,6 +299,31 @@ def _unauthorized(message: str) -> BadRequest:
                       headers={"WWW-Authenticate": 'Bearer realm="herald"'})
 
 
-def _frame(envelope: bytes) -> bytes:
+def _frames(envelope: bytes) -> Frames:
     event = Event.from_json(envelope)
-    return sse_frame(event.id, event.type, envelope)
+    return Frames(id_key(event.id), sse_frame(event.id, event.type, envelope), envelope)
+
+
+def _resumed(transport: str, replayed: int, last_id: str) -> bytes:
+    """Tells the client how many events its resume replayed (no id: not a position)."""
+    data = {"replayed": replayed, "from": last_id}
+    if transport == WS:
+        return reply("resumed", **data)
+    return b"event: resumed\ndata: %s\n\n" % json.dumps(data, separators=(",", ":")).encode()
+
+
+def _ready(transport: str, position: str) -> bytes:
+    """The stream's starting position: resume from here if nothing else came."""
+    if transport == WS:
+        return reply("ready", position=position)
+    data = json.dumps({"position": position}, separators=(",", ":")).encode()
+    return b"id: %s\nevent: ready\ndata: %s\n\n" % (position.encode(), data)
+
+
+def _text(key: Key) -> str:
+    return f"{key[0]}-{key[1]}"
+
+
+def _token_from_cookie(request: Request) -> bool:
+    return not request.arg("token") and not _bearer(request) and bool(
+        request.cookie(TOKEN_COOKIE))

@@ -274,6 +274,8 @@ class Broker:
             self.connected = True
             log.info("subscribed to Redis (%d topics)", len(self._wanted))
             self._changed.set()
+            if self._on_subscribed is not None:
+                self._on_subscribed([])  # connected: a position can be established
             return
         topic = channel[len(self._prefix):].decode()
         inflight = self._inflight.pop(topic, 1) - 1

@@ -26,23 +26,31 @@ from collections.abc import Callable
 
 import gevent
 from gevent.socket import wait_write
+from wsproto import WSConnection
+from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
+from wsproto.utilities import LocalProtocolError, RemoteProtocolError
+
+from herald.tokens import Grant
+from streamer.websocket import MAX_MESSAGE, close_frame
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_INPUT = 64 * 1024  # bytes a subscriber may send after its request
+MAX_CLIENT_INPUT = 64 * 1024  # bytes an SSE subscriber may send after its request
 TOO_SLOW = "too slow"
+SSE, WS = "sse", "ws"
 EV_READ = 1
 
 
 class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
-    __slots__ = ("_on_close", "_watcher", "_writer", "close_reason", "closed", "fd", "head",
-                 "input", "limit", "peer", "pending", "pending_bytes", "prelive", "sock",
-                 "token_id", "topics", "user", "write_timeout")
+    __slots__ = ("_message", "_on_close", "_watcher", "_writer", "close_reason", "closed",
+                 "fd", "grant", "head", "input", "limit", "on_text", "peer", "pending",
+                 "pending_bytes", "prelive", "sock", "token_id", "topics", "transport", "user",
+                 "write_timeout", "ws")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
-                 write_timeout: float = 30.0, peer: str = "") -> None:
+                 write_timeout: float = 30.0, peer: str = "", transport: str = SSE) -> None:
         self.user = user
         self.token_id = token_id
         self.topics = topics
@@ -55,6 +63,11 @@ class Client:
         self.close_reason = ""
         self.input = 0
         self.head = b""  # the response head and first comment, written first
+        self.transport = transport
+        self.grant: Grant | None = None  # what the client's token allows
+        self.ws: WSConnection | None = None  # the WebSocket protocol state, for input
+        self.on_text: Callable[[Client, str], None] | None = None  # a client's command
+        self._message: list[str] = []  # a text message arriving in fragments
         # Not None while frames wait: before ``attach`` and while the client is behind.
         self.pending: deque[bytes] | None = deque()
         self.pending_bytes = 0
@@ -179,9 +192,43 @@ class Client:
         if not data:
             self.close("disconnected")
             return
+        if self.ws is not None:
+            self._websocket_input(data)
+            return
         self.input += len(data)
         if self.input > MAX_CLIENT_INPUT:
             self.close("sent too much after its request")
+
+    def _websocket_input(self, data: bytes) -> None:
+        """Answer pings and closes; hand complete text messages to ``on_text``."""
+        ws = self.ws
+        try:
+            ws.receive_data(data)  # type: ignore[union-attr]
+            for event in ws.events():  # type: ignore[union-attr]
+                if self.closed:
+                    return
+                self._websocket_event(event)
+        except (LocalProtocolError, RemoteProtocolError):
+            self.close("WebSocket protocol error")
+
+    def _websocket_event(self, event: object) -> None:
+        if isinstance(event, Ping):
+            self.send(self.ws.send(event.response()))  # type: ignore[union-attr]
+        elif isinstance(event, CloseConnection):
+            self.send(self.ws.send(event.response()))  # type: ignore[union-attr]
+            self.close("closed by the client")
+        elif isinstance(event, TextMessage):
+            self._message.append(event.data)
+            if sum(len(part) for part in self._message) > MAX_MESSAGE:
+                self.send(close_frame(1009, "message too big"))
+                self.close("message too big")
+            elif event.message_finished:
+                text, self._message = "".join(self._message), []
+                if self.on_text is not None:
+                    self.on_text(self, text)
+        elif isinstance(event, BytesMessage):
+            self.send(close_frame(1003, "text messages only"))
+            self.close("sent a binary message")
 
     def _start_writer(self) -> None:
         if self._writer is None and not self.closed:

@@ -3,7 +3,9 @@
 Clients that follow the same set of topics form a group. Each batch of events read from
 Redis is turned, per group, into one payload (the SSE frames of the batch's events for
 that group, in publication order), which is then written to every client of the group.
-A client still in its handshake (waiting for its subscription or reading its replay)
+SSE and WebSocket clients are in separate groups (their frames differ); each event is
+encoded at most once per transport. A client still in its handshake (waiting for its
+subscription or reading its replay)
 is *joining*: it collects the frames of its topics, with their positions, until
 ``activate`` hands it those after its replay and makes it a member of its group.
 
@@ -31,8 +33,9 @@ from collections.abc import Callable, Iterable
 import gevent
 
 from herald.event import Event, id_key, sse_comment, sse_frame
-from streamer.client import TOO_SLOW, Client
+from streamer.client import SSE, TOO_SLOW, Client
 from streamer.history import Key, Replay, reset_envelope
+from streamer.websocket import PING, text_frame
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +46,39 @@ HEARTBEAT_SLICE = 500  # writes between yields, so a heartbeat pass never holds 
 
 
 class Group:
-    """The local clients that follow exactly the same topics."""
+    """The local clients of one transport that follow exactly the same topics."""
 
-    __slots__ = ("clients", "frames", "last_sent", "topics")
+    __slots__ = ("clients", "frames", "key", "last_sent", "topics", "transport")
 
-    def __init__(self, topics: tuple[str, ...]) -> None:
-        self.topics = topics
+    def __init__(self, key: tuple[str, tuple[str, ...]]) -> None:
+        self.key = key
+        self.transport, self.topics = key
         self.clients: set[Client] = set()
         self.frames: list[bytes] = []
         self.last_sent = time.monotonic()
+
+
+class Frames:
+    """One event's encodings, made once each and only when some client needs them."""
+
+    __slots__ = ("_ws", "envelope", "key", "sse")
+
+    def __init__(self, key: Key, sse: bytes, envelope: bytes) -> None:
+        self.key = key
+        self.sse = sse
+        self.envelope = envelope
+        self._ws: bytes | None = None
+
+    def for_transport(self, transport: str) -> bytes:
+        if transport == SSE:
+            return self.sse
+        if self._ws is None:
+            self._ws = text_frame(self.envelope)
+        return self._ws
+
+
+def _group_key(client: Client) -> tuple[str, tuple[str, ...]]:
+    return client.transport, tuple(sorted(client.topics))
 
 
 class Hub:
@@ -60,13 +87,16 @@ class Hub:
     def __init__(self, want: Callable[[str], None], unwant: Callable[[str], None]) -> None:
         self._want = want
         self._unwant = unwant
-        self._groups: dict[tuple[str, ...], Group] = {}
+        self._groups: dict[tuple[str, tuple[str, ...]], Group] = {}
         self._by_topic: dict[str, list[Group]] = {}
         self._joining: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
         self.per_user: dict[str, int] = {}  # open streams (joining or live) per user
         self.positions: dict[str, Key] = {}  # last event dispatched, per topic
         self.starts: dict[str, Key] = {}  # where a topic's subscription began
+        # A position every later dispatch is above: the last event dispatched, or a
+        # Redis position all earlier events of subscribed topics have been dispatched to.
+        self.latest: Key | None = None
         self.events_in = 0
         self.deliveries = 0
         self.dropped = 0
@@ -87,27 +117,40 @@ class Hub:
         client.on_close(self.remove)
         client.prelive = []
         for topic in client.topics:
-            if not self._in_use(topic):
-                self._want(topic)
+            self._use(topic)
             self._joining.setdefault(topic, set()).add(client)
 
-    def activate(self, client: Client, after: Key | None) -> None:
-        """Queue the frames collected after position ``after``, then go live."""
+    def activate(self, client: Client, after: Key | None,
+                 marker: tuple[Key, bytes] | None = None) -> None:
+        """Queue the frames collected after position ``after``, then go live.
+
+        ``marker`` (a position and its frame, such as the ``ready`` event) is queued in
+        order among those frames.
+        """
         if client.closed:
             return
         self._leave_joining(client)
-        for key, frame in client.prelive or ():
-            if (after is None or key > after) and not client.enqueue(frame):
+        queue = [(key, frame) for key, frame in client.prelive or ()
+                 if after is None or key > after]
+        if marker is not None:
+            queue.append(marker)
+            queue.sort(key=lambda item: item[0])
+        client.prelive = None
+        for _, frame in queue:
+            if not client.enqueue(frame):
                 client.close(TOO_SLOW)
                 return
-        client.prelive = None
-        key = tuple(sorted(client.topics))
-        group = self._groups.get(key)
-        if group is None:
-            group = self._groups[key] = Group(key)
-            for topic in key:
-                self._by_topic.setdefault(topic, []).append(group)
-        group.clients.add(client)
+        self._enter_group(client)
+
+    def retopic(self, client: Client, topics: tuple[str, ...]) -> None:
+        """Move a live client to other topics (a WebSocket subscribe or unsubscribe)."""
+        old = client.topics
+        self._leave_group(client)
+        client.topics = topics
+        for topic in topics:
+            self._use(topic)
+        self._enter_group(client)
+        self._release(old)
 
     def remove(self, client: Client) -> None:
         """Forget ``client``; topics left without a local client are unsubscribed."""
@@ -122,13 +165,16 @@ class Hub:
         if client.close_reason == TOO_SLOW:
             self.dropped += 1
         self._leave_joining(client)
-        key = tuple(sorted(client.topics))
-        group = self._groups.get(key)
-        if group is not None and client in group.clients:
-            group.clients.discard(client)
-            if not group.clients:
-                self._drop_group(group)
-        for topic in client.topics:
+        self._leave_group(client)
+        self._release(client.topics)
+
+    def _use(self, topic: str) -> None:
+        if not self._in_use(topic):
+            self._want(topic)
+
+    def _release(self, topics: Iterable[str]) -> None:
+        """Unsubscribe those of ``topics`` no local client wants any more."""
+        for topic in topics:
             if not self._in_use(topic):
                 self.positions.pop(topic, None)
                 self.starts.pop(topic, None)
@@ -145,13 +191,33 @@ class Hub:
                 if not joining:
                     del self._joining[topic]
 
-    def _drop_group(self, group: Group) -> None:
-        del self._groups[group.topics]
+    def _enter_group(self, client: Client) -> None:
+        key = _group_key(client)
+        group = self._groups.get(key)
+        if group is None:
+            group = self._groups[key] = Group(key)
+            for topic in group.topics:
+                self._by_topic.setdefault(topic, []).append(group)
+        group.clients.add(client)
+
+    def _leave_group(self, client: Client) -> None:
+        group = self._groups.get(_group_key(client))
+        if group is None or client not in group.clients:
+            return
+        group.clients.discard(client)
+        if group.clients:
+            return
+        del self._groups[group.key]
         for topic in group.topics:
             groups = self._by_topic[topic]
             groups.remove(group)
             if not groups:
                 del self._by_topic[topic]
+
+    def note_position(self, position: Key) -> None:
+        """Every event at or before ``position`` of a subscribed topic was dispatched."""
+        if self.latest is None or position > self.latest:
+            self.latest = position
 
     def record_starts(self, topics: list[str], position: Key) -> None:
         """Remember where subscriptions began, for a gap fill before any event came."""
@@ -175,28 +241,29 @@ class Hub:
         for topic, envelope in batch:
             if not self._in_use(topic):
                 continue
-            decoded = _decode(topic, envelope)
-            if decoded is None:
+            frames = _decode(topic, envelope)
+            if frames is None:
                 continue
-            key, frame = decoded
             last = positions.get(topic)
-            if last is not None and key <= last:
+            if last is not None and frames.key <= last:
                 continue  # already dispatched (a gap fill overlapping live events)
-            positions[topic] = key
+            positions[topic] = frames.key
+            self.latest = frames.key
             self.events_in += 1
             for client in self._joining.get(topic, ()):
-                client.prelive.append((key, frame))
+                client.prelive.append((frames.key, frames.for_transport(client.transport)))
             for group in self._by_topic.get(topic, ()):
                 if not group.frames:
                     touched.append(group)
-                group.frames.append(frame)
+                group.frames.append(frames.for_transport(group.transport))
         now = time.monotonic()
         for group in touched:
-            frames = group.frames
-            payload = frames[0] if len(frames) == 1 else b"".join(frames)
+            frames_of_group = group.frames
+            payload = (frames_of_group[0] if len(frames_of_group) == 1
+                       else b"".join(frames_of_group))
             group.frames = []
             group.last_sent = now
-            self.deliveries += len(frames) * len(group.clients)
+            self.deliveries += len(frames_of_group) * len(group.clients)
             _write_all(group.clients, payload)
 
     def fill(self, replay: Replay) -> None:
@@ -204,13 +271,14 @@ class Hub:
         self.dispatch((topic, envelope) for _, topic, envelope in replay.events)
         for topic, reason in replay.resets.items():
             log.warning("topic %s: %s; sending reset to its clients", topic, reason)
-            frame = sse_frame(replay.position, "reset",
-                              reset_envelope(replay.position, reason, None))
+            envelope = reset_envelope(replay.position, reason, None)
+            frames = Frames(id_key(replay.position),
+                            sse_frame(replay.position, "reset", envelope), envelope)
             for group in self._by_topic.get(topic, ()):
-                _write_all(set(group.clients), frame)
+                _write_all(set(group.clients), frames.for_transport(group.transport))
             for client in self._joining.get(topic, ()):
-                client.prelive.append((id_key(replay.position), frame))
-            self.positions[topic] = id_key(replay.position)
+                client.prelive.append((frames.key, frames.for_transport(client.transport)))
+            self.positions[topic] = frames.key
 
     def heartbeat(self, idle_for: float = 0.0) -> None:
         """Send a comment to every client of every group idle for ``idle_for`` seconds.
@@ -224,7 +292,7 @@ class Hub:
         for group in list(self._groups.values()):
             if group.last_sent > cutoff or not group.clients:
                 continue
-            _write_all(set(group.clients), HEARTBEAT)
+            _write_all(set(group.clients), HEARTBEAT if group.transport == SSE else PING)
             group.last_sent = time.monotonic()
             written += len(group.clients)
             if written >= HEARTBEAT_SLICE:
@@ -252,15 +320,15 @@ class Hub:
             client.close(reason)
 
 
-def _decode(topic: str, envelope: bytes) -> tuple[Key, bytes] | None:
-    """The position and SSE frame of an envelope; None (logged) when malformed."""
+def _decode(topic: str, envelope: bytes) -> Frames | None:
+    """The position and encodings of an envelope; None (logged) when malformed."""
     try:
         event = Event.from_json(envelope)
         key = id_key(event.id)
     except (ValueError, AttributeError):
         log.warning("ignored a malformed event on topic %s: %.200r", topic, envelope)
         return None
-    return key, sse_frame(event.id, event.type, envelope)
+    return Frames(key, sse_frame(event.id, event.type, envelope), envelope)
 
 
 def _write_all(clients: set[Client], payload: bytes) -> None:

@@ -46,6 +46,7 @@ class Request:
     query: dict[str, list[str]]
     headers: dict[str, str]
     peer: str = ""
+    raw: bytes = b""  # the head as received (the WebSocket handshake reads it again)
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
@@ -75,7 +76,9 @@ def parse_head(head: bytes, peer: str = "") -> Request:
                          f"malformed request: {exc}") from None
     if not isinstance(event, h11.Request):
         raise BadRequest(400, "bad_request", "malformed request")
-    return _request(event, peer)
+    request = _request(event, peer)
+    request.raw = head
+    return request
 
 
 def _request(event: h11.Request, peer: str) -> Request:

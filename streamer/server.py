@@ -21,7 +21,7 @@ import gevent.event
 import redis
 
 from herald import config as herald_config
-from herald import logs
+from herald import logs, services
 from herald.config import Config
 from herald.connection import raw_client
 from herald.errors import ConfigError
@@ -30,10 +30,13 @@ from herald.keys import Keys
 from herald.revocation import NOTICE, Revocations
 from streamer.app import Streamer
 from streamer.broker import Broker
-from streamer.client import Client
+from streamer.client import SSE, Client
+from streamer.commands import Commands
 from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
+from streamer.pubsub import PubSubError
+from streamer.websocket import close_frame
 from streamer.workers import Supervisor
 
 log = logging.getLogger(__name__)
@@ -58,6 +61,7 @@ class StreamerService:
         self.revocations = Revocations(raw_client(config.redis_url), keys)
         self.revoked: set[str] = set()
         self.app = Streamer(config, self.hub, self.broker, self.history, self.revoked)
+        self.app.commands = Commands(config, self.hub, self.broker, services.build(config))
         self.listener = Listener(sock, self.app.handle)
         self.stopping = False
         self.stopped = gevent.event.Event()
@@ -98,11 +102,15 @@ class StreamerService:
         gevent.spawn(self._record_starts, topics)
 
     def _record_starts(self, topics: list[str]) -> None:
+        """Note where subscriptions began; once the events before that point have been
+        dispatched, it is also a position new streams may start from."""
         try:
             position = id_key(self.history.position())
-        except redis.RedisError:
+            self.hub.record_starts(topics, position)
+            self.broker.barrier().get(timeout=5)
+        except (redis.RedisError, PubSubError, gevent.Timeout):
             return  # the gap fill then starts at the first event this process sees
-        self.hub.record_starts(topics, position)
+        self.hub.note_position(position)
 
     def start(self) -> None:
         self.broker.start()
@@ -127,8 +135,9 @@ class StreamerService:
     def _drain(self, clients: list[Client]) -> None:
         try:
             retry = b"retry: %d\n\n" % self.config.retry_ms
+            restart = close_frame(1012, "service restart; reconnect")
             for client in clients:
-                client.send(retry)
+                client.send(retry if client.transport == SSE else restart)
             slices = max(1, min(len(clients), DRAIN_SLICES))
             size = max(1, -(-len(clients) // slices))
             for start in range(0, len(clients), size):

@@ -35,6 +35,8 @@ class _Parser:
     event: str = ""
     data: list[str] = field(default_factory=list)
     retry: int | None = None
+    ready_id: str | None = None
+    resumed: list[dict] = field(default_factory=list)
     comments: list[str] = field(default_factory=list)
 
     def line(self, text: str) -> SSEEvent | None:
@@ -59,6 +61,12 @@ class _Parser:
         data, event = self.data, self.event
         self.data, self.event = [], ""
         if not data:
+            return None
+        if event == "ready":  # a stream's starting position, not an event of a topic
+            self.ready_id = self.last_id
+            return None
+        if event == "resumed":  # how many events a resume replayed, not an event either
+            self.resumed.append(json.loads("\n".join(data)))
             return None
         return SSEEvent(self.last_id, event or "message", "\n".join(data))
 
@@ -235,6 +243,8 @@ class EventSource:
         seen = 0
         while not self._stop.is_set():
             events = client.wait_for(seen + 1, timeout=0.2)
+            if client.parser.ready_id and not self.last_event_id:
+                self.last_event_id = client.parser.ready_id
             for event in events[seen:]:
                 self.events.append(event)
                 if event.id:

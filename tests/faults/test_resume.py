@@ -64,6 +64,8 @@ def test_resume_replays_exactly_what_was_missed(streamer_on_own, own_redis, mint
         events = client.wait_for(7)
         assert [e.id for e in events] == [*ids[4:], later]
         assert [e.json()["data"]["n"] for e in events] == [4, 5, 6, 7, 8, 9, 10]
+        assert client.parser.resumed == [{"replayed": 6, "from": ids[3]}]
+        assert client.parser.ready_id == ids[9]
 
 
 @pytest.mark.parametrize("position", ["trimmed", "garbage", "ancient", "future"])

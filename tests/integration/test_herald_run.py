@@ -60,6 +60,8 @@ def test_herald_run_serves_and_stops_cleanly_with_embedded_redis():
     try:
         wait_until(lambda: up(api) and up(streamer), 90, every=0.3, what="the stack")
         assert httpx.get(api).json() == {"status": "ok", "redis": "ok", "broker": "ok"}
+        demo = httpx.get(f"http://127.0.0.1:{ports['api']}/demo/")
+        assert demo.status_code == 200 and "Herald" in demo.text
         wait_until(lambda: "Herald is running" in log.read_text(), 30, what="the banner")
         text = log.read_text()
         assert "embedded redis-server" in text

@@ -1,0 +1,188 @@
+"""The demo page in real headless Chromium (Debian's chromium and chromedriver).
+
+Each test drives the page as a user would, over SSE and over WebSocket; screenshots go
+to ``tests/artifacts/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import tempfile
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import CHILD_ENV, ROOT, free_port, start_streamer
+
+selenium = pytest.importorskip("selenium")
+from selenium import webdriver  # noqa: E402
+from selenium.webdriver.chrome.service import Service  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+
+CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+BUNDLE = ROOT / "web" / "dist" / "demo.js"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="chromium and chromedriver needed "
+                       "(Debian packages chromium, chromium-driver; .ci/run installs them)"),
+]
+
+
+@pytest.fixture(scope="module")
+def stack(config, services, rdb, worker):
+    """An API serving the demo page, a streamer that lets that page in, a worker."""
+    from werkzeug.serving import make_server
+
+    from api import create_app
+
+    if not BUNDLE.exists():
+        pytest.fail("web/dist/demo.js is missing: cd web && npm ci && npm run build")
+    rdb.flushdb()
+    api_port = free_port()
+    api_url = f"http://127.0.0.1:{api_port}"
+    streamer_port = free_port()
+    env = {**CHILD_ENV, "HERALD_CORS_ORIGINS": api_url}
+    process, streamer_url = start_streamer(env, port=streamer_port, name="streamer-demo")
+    key, _ = services.apikeys.create("demo")
+    app = create_app(config.replace(streamer_url=streamer_url, api_key=key))
+    server = make_server("127.0.0.1", api_port, app, threaded=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    box = {"streamer": process, "env": env, "port": streamer_port}
+    yield {"api": api_url, "key": key, "streamer": box}
+    server.shutdown()
+    box["streamer"].stop()
+
+
+@pytest.fixture
+def browser():
+    """A factory of headless Chromium windows, all closed after the test."""
+    drivers = []
+
+    def open_window() -> webdriver.Chrome:
+        options = webdriver.ChromeOptions()
+        options.binary_location = CHROMIUM
+        for flag in ("--headless=new", "--no-sandbox", "--disable-gpu",
+                     "--disable-dev-shm-usage", "--disable-background-networking",
+                     "--disable-component-update", "--disable-sync", "--no-first-run",
+                     "--disable-quic", f"--user-data-dir={tempfile.mkdtemp()}",
+                     "--window-size=1200,900"):
+            options.add_argument(flag)
+        driver = webdriver.Chrome(service=Service(DRIVER), options=options)
+        driver.set_script_timeout(10)
+        drivers.append(driver)
+        return driver
+
+    yield open_window
+    for driver in drivers:
+        driver.quit()
+
+
+def shot(driver, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
+
+
+def open_page(driver, stack, user: str, transport: str) -> None:
+    driver.get(f"{stack['api']}/demo/")
+    driver.find_element(By.ID, f"transport-{transport}").click()
+    field = driver.find_element(By.ID, "user")
+    field.clear()
+    field.send_keys(user)
+    driver.find_element(By.ID, "connect").click()
+    wait(driver, 10).until(lambda d: d.find_element(By.ID, "status")
+                           .get_attribute("data-status") == "open")
+
+
+def wait(driver, seconds: float) -> WebDriverWait:
+    return WebDriverWait(driver, seconds, poll_frequency=0.05)
+
+
+def titles(driver) -> list[str]:
+    return [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#inbox .notification .title")]
+
+
+def send(stack, to: str, title: str) -> None:
+    answer = httpx.post(f"{stack['api']}/api/notifications",
+                        json={"recipients": [to], "title": title, "body": "from the test"},
+                        headers={"Authorization": f"Bearer {stack['key']}"})
+    assert answer.status_code == 202, answer.text
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_a_notification_sent_through_the_api_shows_within_2s(stack, browser, transport):
+    alice = browser()
+    open_page(alice, stack, "alice", transport)
+    unread = int(alice.find_element(By.ID, "unread").text or 0)
+    started = time.monotonic()
+    send(stack, "alice", f"Build green ({transport})")
+    wait(alice, 2).until(lambda d: f"Build green ({transport})" in titles(d))
+    print(f"shown after {time.monotonic() - started:.2f}s")
+    assert int(alice.find_element(By.ID, "unread").text) == unread + 1
+    shot(alice, f"notification-{transport}")
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_bob_sees_none_of_alices_events(stack, browser, transport):
+    alice, bob = browser(), browser()
+    open_page(alice, stack, "alice", transport)
+    open_page(bob, stack, "bob", transport)
+    send(stack, "alice", f"Only for alice ({transport})")
+    wait(alice, 2).until(lambda d: f"Only for alice ({transport})" in titles(d))
+    time.sleep(0.5)
+    assert f"Only for alice ({transport})" not in titles(bob)
+    log = bob.find_element(By.ID, "log").text
+    assert "Only for alice" not in log
+    shot(bob, f"bob-{transport}")
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_a_job_progress_bar_reaches_100(stack, browser, transport):
+    alice = browser()
+    open_page(alice, stack, "alice", transport)
+    alice.find_element(By.ID, "start-job").click()
+    wait(alice, 15).until(lambda d: d.find_element(By.ID, "job-progress")
+                          .get_attribute("value") == "100")
+    assert "succeeded" in alice.find_element(By.ID, "job-state").text
+    shot(alice, f"job-{transport}")
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_restarting_the_streamer_resumes_with_the_missed_events(stack, browser, transport):
+    alice = browser()
+    open_page(alice, stack, "alice", transport)
+    box = stack["streamer"]
+    box["streamer"].popen.send_signal(signal.SIGTERM)
+    box["streamer"].popen.wait(20)
+    missed = [f"While down {n} ({transport})" for n in range(3)]
+    for title in missed:
+        send(stack, "alice", title)
+    time.sleep(1.0)  # the worker delivers them into history meanwhile
+    box["streamer"], _ = start_streamer(box["env"], port=box["port"], name="streamer-demo")
+    wait(alice, 30).until(lambda d: all(t in titles(d) for t in missed))
+    status = alice.find_element(By.ID, "status")
+    wait(alice, 5).until(lambda d: "resumed" in status.text)
+    assert "3" in status.text
+    shown = titles(alice)
+    assert [t for t in shown if t in missed] == list(reversed(missed))  # newest first
+    shot(alice, f"resumed-{transport}")
+
+
+def test_two_windows_one_sends_the_other_receives(stack, browser):
+    sender, receiver = browser(), browser()
+    open_page(receiver, stack, "carol", "sse")
+    open_page(sender, stack, "dave", "ws")
+    sender.find_element(By.ID, "send-to").send_keys("carol")
+    sender.find_element(By.ID, "send-title").send_keys("Hello from dave's window")
+    sender.find_element(By.ID, "send-body").send_keys("typed in the page")
+    sender.find_element(By.ID, "send").click()
+    wait(receiver, 2).until(lambda d: "Hello from dave's window" in titles(d))
+    item = receiver.find_element(By.CSS_SELECTOR, "#inbox .notification.unread")
+    item.find_element(By.CSS_SELECTOR, ".mark-read").click()
+    wait(receiver, 3).until(lambda d: d.find_element(By.ID, "unread").text == "0")
+    shot(receiver, "two-windows")
+

@@ -1,0 +1,558 @@
+// The Herald demo page: a user's inbox, live over SSE or WebSocket, plus a form to send
+// notifications and a button to start a job. Plain DOM and RxJS; served by the API at
+// /demo/, which answers GET /demo/config with the URLs and a development API key.
+
+import { Subscription } from "rxjs";
+
+import { eventStream, webSocketStream } from "../src/index.js";
+
+const USER_PATTERN = /^[a-z0-9][a-z0-9._-]{0,63}$/;
+const LOG_LIMIT = 100;
+const INBOX_PAGE = 50;
+const TOKEN_TTL = 3600;
+const JOB = { kind: "demo.countdown", params: { steps: 10, interval: 0.2 } };
+const REMEMBERED_USER = "herald-demo:user";
+
+const $ = (selector) => {
+  const element = document.querySelector(selector);
+  if (!element) throw new Error(`demo page: ${selector} is missing`);
+  return element;
+};
+
+const ui = {
+  status: $("#status"),
+  connectForm: $("#connect-form"),
+  user: $("#user"),
+  connect: $("#connect"),
+  sessionStatus: $("#session-status"),
+  inbox: $("#inbox"),
+  unread: $("#unread"),
+  markAll: $("#mark-all"),
+  sendForm: $("#send-form"),
+  sendTo: $("#send-to"),
+  sendTitle: $("#send-title"),
+  sendBody: $("#send-body"),
+  send: $("#send"),
+  sendStatus: $("#send-status"),
+  startJob: $("#start-job"),
+  jobProgress: $("#job-progress"),
+  jobState: $("#job-state"),
+  log: $("#log"),
+};
+
+const app = {
+  config: null, // {api_url, streamer_url, api_key}
+  user: null,
+  token: null,
+  connection: null, // {kind, events$, state$, markRead, close, subscription}
+  attempt: 0, // bumped by every connect, so a slower earlier one gives up
+  unread: 0,
+  jobId: null,
+};
+
+// ---------------------------------------------------------------------------------------
+// Configuration and HTTP
+
+const configReady = loadConfig().then((config) => {
+  app.config = config;
+  return config;
+});
+
+async function loadConfig() {
+  const response = await fetch("/demo/config", {
+    headers: { Accept: "application/json" },
+    cache: "no-store",
+  });
+  if (!response.ok) throw new Error(`GET /demo/config answered ${response.status}`);
+  const config = await response.json();
+  if (!config.streamer_url || !config.api_key) {
+    throw new Error("GET /demo/config: streamer_url and api_key are required");
+  }
+  return {
+    api_url: sameOriginIfLoopback(trimSlash(config.api_url || window.location.origin)),
+    streamer_url: trimSlash(config.streamer_url),
+    api_key: config.api_key,
+  };
+}
+
+function trimSlash(url) {
+  return String(url).replace(/\/+$/, "");
+}
+
+/**
+ * The page itself when `url` names the same loopback server under another name
+ * (localhost vs 127.0.0.1): the API then stays same-origin and needs no CORS.
+ */
+function sameOriginIfLoopback(url) {
+  const loopback = (host) => ["localhost", "127.0.0.1", "[::1]"].includes(host);
+  try {
+    const target = new URL(url);
+    const page = window.location;
+    if (target.protocol === page.protocol && target.port === page.port
+        && loopback(target.hostname) && loopback(page.hostname)) {
+      return page.origin;
+    }
+  } catch {
+    // not a URL we can read: use it as given
+  }
+  return url;
+}
+
+/** An API call: JSON in and out; an Error with the API's message when it fails. */
+async function callApi(path, { method = "GET", credential, body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (credential) headers.Authorization = `Bearer ${credential}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const config = app.config ?? await configReady;
+  let response;
+  try {
+    response = await fetch(config.api_url + path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (error) {
+    throw new Error(`${method} ${path}: ${error.message}`);
+  }
+  const text = await response.text();
+  let answer = null;
+  try {
+    answer = text ? JSON.parse(text) : null;
+  } catch {
+    answer = null;
+  }
+  if (!response.ok) {
+    const detail = answer?.error?.message ?? (text.slice(0, 200) || response.statusText);
+    const error = new Error(`${response.status}: ${detail}`);
+    error.status = response.status;
+    error.code = answer?.error?.code ?? null;
+    throw error;
+  }
+  return answer;
+}
+
+const userPath = (user) => `/api/users/${encodeURIComponent(user)}/notifications`;
+
+function describe(error) {
+  if (error == null) return "unknown error";
+  if (typeof error === "string") return error;
+  if (error instanceof Error) return error.message;
+  return error.message ?? JSON.stringify(error);
+}
+
+// ---------------------------------------------------------------------------------------
+// Session: token, inbox, stream
+
+function selectedTransport() {
+  return document.querySelector('input[name="transport"]:checked')?.value === "ws"
+    ? "ws" : "sse";
+}
+
+async function connect() {
+  const user = ui.user.value.trim().toLowerCase();
+  ui.user.value = user;
+  if (!USER_PATTERN.test(user)) {
+    ui.user.setAttribute("aria-invalid", "true");
+    say(ui.sessionStatus, "error",
+      "A user name is 1-64 of a-z, 0-9, '.', '_', '-', starting with a letter or digit.");
+    return;
+  }
+  ui.user.removeAttribute("aria-invalid");
+  const attempt = ++app.attempt;
+  disconnect();
+  app.user = null;
+  app.token = null;
+  setSignedIn(false);
+  say(ui.sessionStatus, "", `Signing in as ${user}…`);
+  try {
+    const config = await configReady;
+    const minted = await callApi("/api/tokens", {
+      method: "POST",
+      credential: config.api_key,
+      body: { user, ttl: TOKEN_TTL },
+    });
+    if (attempt !== app.attempt) return;
+    app.user = user;
+    app.token = minted.token;
+    rememberUser(user);
+    await loadInbox();
+    if (attempt !== app.attempt) return;
+    openStream();
+    setSignedIn(true);
+    say(ui.sessionStatus, "", `Signed in as ${user}.`);
+  } catch (error) {
+    if (attempt !== app.attempt) return;
+    say(ui.sessionStatus, "error", `Could not connect: ${describe(error)}`);
+  }
+}
+
+function openStream() {
+  disconnect();
+  const url = app.config.streamer_url;
+  const options = { topics: [`user:${app.user}`], token: app.token };
+  let connection;
+  if (selectedTransport() === "ws") {
+    const socket = webSocketStream(url, options);
+    connection = {
+      kind: "ws",
+      events$: socket.events$,
+      state$: socket.state$,
+      markRead: (ids) => socket.markRead(ids),
+      close: () => socket.close(),
+    };
+  } else {
+    const stream = eventStream(url, options);
+    connection = {
+      kind: "sse",
+      events$: stream,
+      state$: stream.state$,
+      markRead: null,
+      close: () => {}, // unsubscribing closes the EventSource
+    };
+  }
+  connection.subscription = new Subscription();
+  connection.subscription.add(connection.state$.subscribe(showState));
+  connection.subscription.add(connection.events$.subscribe({
+    next: handleEvent,
+    error: (error) => say(ui.sessionStatus, "error", `Stream failed: ${describe(error)}`),
+  }));
+  app.connection = connection;
+}
+
+function disconnect() {
+  const connection = app.connection;
+  if (!connection) return;
+  app.connection = null;
+  connection.subscription.unsubscribe();
+  connection.close();
+  showState({ status: "closed" });
+}
+
+function setSignedIn(signedIn) {
+  ui.markAll.disabled = !signedIn;
+  ui.startJob.disabled = !signedIn;
+}
+
+function rememberUser(user) {
+  try {
+    localStorage.setItem(REMEMBERED_USER, user);
+  } catch {
+    // storage disabled: nothing to prefill next time
+  }
+}
+
+function prefillUser() {
+  try {
+    const user = localStorage.getItem(REMEMBERED_USER);
+    if (user && !ui.user.value) ui.user.value = user;
+  } catch {
+    // storage disabled
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Connection state
+
+function showState(state) {
+  let text;
+  switch (state.status) {
+    case "open":
+      if (state.reset !== undefined) text = "reset";
+      else if (state.resumed !== undefined) text = `resumed (${state.resumed} missed events)`;
+      else text = "connected";
+      break;
+    case "connecting":
+      text = "connecting";
+      break;
+    case "reconnecting":
+      text = "reconnecting";
+      break;
+    default:
+      text = "closed";
+  }
+  ui.status.textContent = text;
+  ui.status.dataset.status = state.status;
+  if (state.status === "reconnecting" && state.delay !== undefined) {
+    ui.status.title = `next attempt in ${(state.delay / 1000).toFixed(1)} s`;
+  } else {
+    ui.status.removeAttribute("title");
+  }
+  if (state.resumed !== undefined) addLog("resumed", `${state.resumed} replayed`);
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+
+function handleEvent(event) {
+  addLog(event.type, [event.topic, event.id].filter(Boolean).join(" "));
+  const data = event.data && typeof event.data === "object" ? event.data : {};
+  switch (event.type) {
+    case "notification":
+      addNotification(data);
+      break;
+    case "notification.read":
+      applyRead(Array.isArray(data.ids) ? data.ids : [], data.all === true, data.unread);
+      break;
+    case "reset":
+      // history could not cover the gap: what we show may be stale, fetch it again
+      loadInbox().catch((error) => say(ui.sessionStatus, "error",
+        `Could not reload the inbox: ${describe(error)}`));
+      break;
+    default:
+      if (event.type.startsWith("job.")) showJob(event.type, data);
+  }
+}
+
+function addLog(type, detail) {
+  const item = document.createElement("li");
+  item.dataset.type = type;
+  const time = document.createElement("time");
+  const now = new Date();
+  time.dateTime = now.toISOString();
+  time.textContent = now.toLocaleTimeString();
+  const name = document.createElement("span");
+  name.className = "type";
+  name.textContent = type;
+  const more = document.createElement("span");
+  more.className = "detail";
+  more.textContent = detail ?? "";
+  item.append(time, name, more);
+  ui.log.prepend(item);
+  while (ui.log.children.length > LOG_LIMIT) ui.log.lastElementChild.remove();
+}
+
+// ---------------------------------------------------------------------------------------
+// Inbox
+
+async function loadInbox() {
+  const user = app.user;
+  const answer = await callApi(`${userPath(user)}?limit=${INBOX_PAGE}`, { credential: app.token });
+  if (user !== app.user) return;
+  const items = Array.isArray(answer?.items) ? answer.items : [];
+  ui.inbox.replaceChildren(...items.map(renderNotification));
+  setUnread(Number.isFinite(answer?.unread) ? answer.unread
+    : items.filter((item) => !item.read).length);
+}
+
+function renderNotification(item) {
+  const li = document.createElement("li");
+  li.className = "notification";
+  li.dataset.id = String(item.id);
+  const content = document.createElement("div");
+  content.className = "content";
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = item.title ?? "";
+  const body = document.createElement("p");
+  body.className = "body";
+  body.textContent = item.body ?? "";
+  content.append(title, body);
+  if (item.created_at) {
+    const time = document.createElement("time");
+    time.dateTime = item.created_at;
+    const when = new Date(item.created_at);
+    time.textContent = Number.isNaN(when.getTime()) ? item.created_at : when.toLocaleString();
+    content.append(time);
+  }
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "mark-read";
+  button.textContent = "Mark read";
+  li.append(content, button);
+  setItemRead(li, Boolean(item.read));
+  return li;
+}
+
+function findNotification(id) {
+  return [...ui.inbox.children].find((li) => li.dataset.id === String(id)) ?? null;
+}
+
+function setItemRead(li, read) {
+  li.classList.toggle("unread", !read);
+  li.querySelector(".mark-read").disabled = read;
+}
+
+function addNotification(data) {
+  if (data.id == null || findNotification(data.id)) return; // already listed (a replay)
+  ui.inbox.prepend(renderNotification({ ...data, read: false }));
+  setUnread(app.unread + 1);
+}
+
+/** Marks `ids` (or every item, with `all`) read, and sets the count when it is known. */
+function applyRead(ids, all, unread) {
+  const wanted = new Set(ids.map(String));
+  let changed = 0;
+  for (const li of ui.inbox.children) {
+    if ((all || wanted.has(li.dataset.id)) && li.classList.contains("unread")) {
+      setItemRead(li, true);
+      changed += 1;
+    }
+  }
+  if (Number.isFinite(unread)) setUnread(unread);
+  else setUnread(all ? 0 : app.unread - changed);
+}
+
+function setUnread(count) {
+  app.unread = Math.max(0, Math.trunc(count));
+  ui.unread.textContent = String(app.unread);
+}
+
+/** Marks notifications read: over the WebSocket when it is up, else (or if it fails) HTTP. */
+async function markRead(ids) {
+  const all = ids === "all";
+  let answer = null;
+  if (app.connection?.markRead) {
+    try {
+      answer = await app.connection.markRead(ids);
+    } catch {
+      answer = null; // fall back to the API below
+    }
+  }
+  if (!answer) {
+    answer = await callApi(`${userPath(app.user)}/read`, {
+      method: "POST",
+      credential: app.token,
+      body: all ? { all: true } : { ids },
+    });
+  }
+  applyRead(all ? [] : ids, all, answer?.unread);
+}
+
+// ---------------------------------------------------------------------------------------
+// Sending and jobs
+
+async function sendNotification() {
+  const to = ui.sendTo.value.trim().toLowerCase();
+  const title = ui.sendTitle.value.trim();
+  const body = ui.sendBody.value;
+  if (!USER_PATTERN.test(to)) {
+    say(ui.sendStatus, "error", "error: the recipient is not a valid user name");
+    return;
+  }
+  if (!title) {
+    say(ui.sendStatus, "error", "error: a title is required");
+    return;
+  }
+  ui.send.disabled = true;
+  say(ui.sendStatus, "", "sending…");
+  try {
+    const config = await configReady;
+    const answer = await callApi("/api/notifications", {
+      method: "POST",
+      credential: config.api_key,
+      body: { recipients: [to], title, body },
+    });
+    say(ui.sendStatus, "ok", `sent ${answer?.id ?? ""}`.trim());
+  } catch (error) {
+    say(ui.sendStatus, "error", `error: ${describe(error)}`);
+  } finally {
+    ui.send.disabled = false;
+  }
+}
+
+async function startJob() {
+  ui.startJob.disabled = true;
+  app.jobId = null;
+  ui.jobProgress.value = 0;
+  setJobState("starting", "starting");
+  try {
+    const answer = await callApi("/api/jobs", {
+      method: "POST",
+      credential: app.config.api_key,
+      body: { kind: JOB.kind, owner: app.user, params: JOB.params },
+    });
+    app.jobId = answer?.id ?? null;
+    if (ui.jobState.dataset.state === "starting") setJobState("queued", "queued");
+  } catch (error) {
+    setJobState("failed", `failed: ${describe(error)}`);
+  } finally {
+    ui.startJob.disabled = !app.token;
+  }
+}
+
+function showJob(type, data) {
+  // events of another job than the one started last are left out (its id is known
+  // once the API answered; earlier ones can only be ours)
+  if (app.jobId && data.job_id && data.job_id !== app.jobId) return;
+  const done = Number(data.done);
+  const total = Number(data.total);
+  const counted = Number.isFinite(done) && Number.isFinite(total) && total > 0;
+  if (counted) ui.jobProgress.value = Math.min(100, Math.round((100 * done) / total));
+  const phase = type.slice("job.".length);
+  switch (type) {
+    case "job.succeeded":
+      ui.jobProgress.value = 100;
+      setJobState("succeeded", "succeeded");
+      break;
+    case "job.failed":
+      setJobState("failed", `failed: ${describe(data.error)}`);
+      break;
+    case "job.retrying":
+      setJobState("retrying", `retrying: ${describe(data.error)}`);
+      break;
+    default: {
+      const state = data.state || phase;
+      setJobState(phase, counted ? `${state} (${done}/${total})` : state);
+    }
+  }
+}
+
+function setJobState(state, text) {
+  ui.jobState.dataset.state = state;
+  ui.jobState.textContent = text;
+}
+
+// ---------------------------------------------------------------------------------------
+// Wiring
+
+function say(element, state, text) {
+  element.textContent = text;
+  if (state) element.dataset.state = state;
+  else delete element.dataset.state;
+}
+
+function report(action) {
+  return (...args) => {
+    Promise.resolve(action(...args)).catch((error) => {
+      say(ui.sessionStatus, "error", describe(error));
+    });
+  };
+}
+
+ui.connectForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  report(connect)();
+});
+
+for (const radio of document.querySelectorAll('input[name="transport"]')) {
+  radio.addEventListener("change", () => {
+    if (app.token) openStream(); // same token, other transport; resumes from the last id
+  });
+}
+
+ui.inbox.addEventListener("click", (event) => {
+  const button = event.target.closest(".mark-read");
+  if (!button || button.disabled) return;
+  const li = button.closest("li.notification");
+  if (li) report(markRead)([li.dataset.id]);
+});
+
+ui.markAll.addEventListener("click", report(() => markRead("all")));
+
+ui.sendForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  report(sendNotification)();
+});
+
+ui.startJob.addEventListener("click", report(startJob));
+
+// leave no stream behind a page in the back/forward cache, and reopen it on return
+window.addEventListener("pagehide", disconnect);
+window.addEventListener("pageshow", (event) => {
+  if (event.persisted && app.token && !app.connection) openStream();
+});
+
+prefillUser();
+configReady.catch((error) => {
+  say(ui.sessionStatus, "error", `Could not load /demo/config: ${describe(error)}`);
+});

@@ -1,0 +1,162 @@
+// Test doubles for the browser APIs the client uses: EventSource, WebSocket, Storage.
+
+/** A minimal EventTarget with the listener calls the client makes. */
+class Target {
+  constructor() {
+    this.listeners = new Map();
+  }
+
+  addEventListener(type, listener) {
+    if (!this.listeners.has(type)) this.listeners.set(type, new Set());
+    this.listeners.get(type).add(listener);
+  }
+
+  removeEventListener(type, listener) {
+    this.listeners.get(type)?.delete(listener);
+  }
+
+  dispatch(type, event = {}) {
+    const full = { type, ...event };
+    for (const listener of [...(this.listeners.get(type) ?? [])]) listener(full);
+  }
+
+  listening(type) {
+    return (this.listeners.get(type)?.size ?? 0) > 0;
+  }
+}
+
+/** A fresh EventSource class whose instances are recorded in `.instances`. */
+export function fakeEventSource() {
+  class FakeEventSource extends Target {
+    static instances = [];
+
+    static get last() {
+      return FakeEventSource.instances.at(-1);
+    }
+
+    constructor(url) {
+      super();
+      this.url = url;
+      this.readyState = 0;
+      this.closed = false;
+      FakeEventSource.instances.push(this);
+    }
+
+    close() {
+      this.closed = true;
+      this.readyState = 2;
+    }
+
+    open() {
+      this.readyState = 1;
+      this.dispatch("open");
+    }
+
+    fail() {
+      this.readyState = 0; // as a browser does before retrying on its own
+      this.dispatch("error");
+    }
+
+    /** An SSE message: `event: type`, `id: id`, `data: JSON(data)`. */
+    emit(type, data, id) {
+      this.dispatch(type, {
+        data: typeof data === "string" ? data : JSON.stringify(data),
+        lastEventId: id ?? "",
+      });
+    }
+
+    /** A Herald event, sent as the server does. */
+    event(id, type, data, topic = "user:alice") {
+      this.emit(type, { id, ts: 1700000000000, topic, type, data }, id);
+    }
+  }
+  return FakeEventSource;
+}
+
+/** A fresh WebSocket class whose instances are recorded in `.instances`. */
+export function fakeWebSocket() {
+  class FakeWebSocket extends Target {
+    static instances = [];
+
+    static get last() {
+      return FakeWebSocket.instances.at(-1);
+    }
+
+    constructor(url) {
+      super();
+      this.url = url;
+      this.readyState = 0;
+      this.sent = [];
+      this.closed = false;
+      FakeWebSocket.instances.push(this);
+    }
+
+    send(text) {
+      if (this.readyState !== 1) throw new Error("InvalidStateError: not open");
+      this.sent.push(JSON.parse(text));
+    }
+
+    close(code = 1000) {
+      this.closed = true;
+      this.closeCode = code;
+      this.readyState = 3;
+    }
+
+    open() {
+      this.readyState = 1;
+      this.dispatch("open");
+    }
+
+    /** The server went away: error then close, as browsers report it. */
+    drop(code = 1006) {
+      this.readyState = 3;
+      this.dispatch("error");
+      this.dispatch("close", { code, reason: "", wasClean: false });
+    }
+
+    /** A message from the server. */
+    receive(message) {
+      this.dispatch("message", { data: JSON.stringify(message) });
+    }
+
+    /** The last request sent, parsed. */
+    get lastSent() {
+      return this.sent.at(-1);
+    }
+  }
+  return FakeWebSocket;
+}
+
+/** A Storage whose contents are in `.items`. */
+export class MemoryStorage {
+  constructor(items = {}) {
+    this.items = new Map(Object.entries(items));
+  }
+
+  getItem(key) {
+    return this.items.has(key) ? this.items.get(key) : null;
+  }
+
+  setItem(key, value) {
+    this.items.set(key, String(value));
+  }
+
+  removeItem(key) {
+    this.items.delete(key);
+  }
+}
+
+/** Collects what an Observable emits. */
+export function collect(observable) {
+  const values = [];
+  const subscription = observable.subscribe((value) => values.push(value));
+  return { values, subscription };
+}
+
+/** Lets pending promise callbacks run. */
+export function flush() {
+  return new Promise((resolve) => setImmediate(resolve));
+}
+
+/** No jitter, so delays are exact: 500, 1000, 2000, ... */
+export const EXACT = { initial: 500, max: 30_000, factor: 2, jitter: 0 };
