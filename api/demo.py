@@ -17,6 +17,7 @@ from api.errors import ApiError
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 
 WEB = Path(__file__).resolve().parent.parent / "web"
+LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
 
 
 @bp.get("")
@@ -31,6 +32,10 @@ def index() -> Response:
 
 @bp.get("/config")
 def config() -> Response:
+    """The demo's settings, dev API key included: for this machine's browsers only."""
+    if request.remote_addr not in LOOPBACK:
+        raise ApiError(403, "forbidden", "the demo configuration is served to this "
+                       "machine only", "remote_addr")
     cfg = services().config
     return jsonify(api_url=request.host_url.rstrip("/"), streamer_url=cfg.streamer_url,
                    api_key=cfg.api_key)

@@ -36,9 +36,12 @@ class Services:
     limiter: RateLimiter
 
 
-def build(config: Config) -> Services:
-    """Services for ``config``; cheap, opens no connection until first use."""
-    redis_client = client(config.redis_url)
+def build(config: Config, redis_client: redis.Redis | None = None) -> Services:
+    """Services for ``config``; cheap, opens no connection until first use.
+
+    ``redis_client`` (decoded responses) replaces the process-wide shared client.
+    """
+    redis_client = redis_client or client(config.redis_url)
     keys = Keys(config.prefix)
     return Services(
         config=config,

@@ -75,6 +75,7 @@ class Streamer:
         self.revoked = revoked if revoked is not None else set()
         self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
         self.commands: Commands | None = None  # WebSocket commands, set by the service
+        self._ready_cache: dict[str, tuple[Key, bytes]] = {}
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
@@ -150,6 +151,13 @@ class Streamer:
         client.head = ws.send(AcceptConnection())
         self._open(sock, client, request.arg("last_event_id"))
 
+    def _ready_now(self, transport: str, latest: Key) -> bytes:
+        """The ``ready`` frame at ``latest``, encoded once per position and transport."""
+        cached = self._ready_cache.get(transport)
+        if cached is None or cached[0] != latest:
+            cached = self._ready_cache[transport] = (latest, _ready(transport, _text(latest)))
+        return cached[1]
+
     def _check_origin(self, request: Request) -> None:
         origin = request.headers.get("origin")
         if not origin or self._cors(request):
@@ -181,7 +189,7 @@ class Streamer:
         latest = self.hub.latest
         if last_id is None and latest is not None and self.broker.ready(topics):
             self.hub.add(client)
-            client.head += _ready(client.transport, _text(latest))
+            client.head += self._ready_now(client.transport, latest)
             self._start(sock, client)
             return
         self.hub.join(client)
@@ -204,17 +212,20 @@ class Streamer:
         """Wait for the subscriptions, read the replay, then go live in order."""
         marker = None
         try:
-            if not self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
+            # Subscribed, with a known start: this process has dispatched every event
+            # of these topics up to ``start`` (their subscriptions' recorded starts).
+            start = self.hub.wait_positions(client.topics, SUBSCRIBE_TIMEOUT)
+            if start is None:
                 raise BadRequest(503, "unavailable", "not subscribed to Redis yet; retry",
                                  headers={"Retry-After": "1"})
             preamble, after = self._preamble(client, last_id)
             if after is None:
-                position = self.history.position()
-                marker = (id_key(position), _ready(client.transport, position))
-            # The replay (or the position just read) may cover events still on their way
-            # through pub/sub: wait until they have been dispatched (to the joining
-            # client, which places them), so none comes twice or after its position.
-            self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
+                marker = (start, _ready(client.transport, _text(start)))
+            else:
+                # The replay may hold events still on their way through pub/sub: wait
+                # until they have been dispatched (to the joining client, which skips
+                # them), so none comes twice.
+                self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
         except (BadRequest, redis.RedisError, PubSubError, gevent.Timeout) as exc:
             self.hub.remove(client)
             error = exc if isinstance(exc, BadRequest) else BadRequest(

@@ -105,6 +105,12 @@ class Client:
         self._watcher = gevent.get_hub().loop.io(fd, EV_READ)
         self._watcher.start(self._readable)
         if self.pending:
+            try:
+                self._write_some(self.pending)  # a fresh socket usually takes it all
+            except OSError:
+                self.close("write failed")
+                return
+        if self.pending:
             self._start_writer()
         else:
             self.pending = None

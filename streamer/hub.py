@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable, Iterable
 
 import gevent
+import gevent.event
 
 from herald.event import Event, id_key, sse_comment, sse_frame
 from streamer.client import SSE, TOO_SLOW, Client
@@ -97,6 +98,7 @@ class Hub:
         # A position every later dispatch is above: the last event dispatched, or a
         # Redis position all earlier events of subscribed topics have been dispatched to.
         self.latest: Key | None = None
+        self._position_waiters: dict[str, gevent.event.Event] = {}  # one per topic
         self.events_in = 0
         self.deliveries = 0
         self.dropped = 0
@@ -178,6 +180,9 @@ class Hub:
             if not self._in_use(topic):
                 self.positions.pop(topic, None)
                 self.starts.pop(topic, None)
+                waiter = self._position_waiters.pop(topic, None)
+                if waiter is not None:
+                    waiter.set()
                 self._unwant(topic)
 
     def _in_use(self, topic: str) -> bool:
@@ -214,16 +219,39 @@ class Hub:
             if not groups:
                 del self._by_topic[topic]
 
-    def note_position(self, position: Key) -> None:
-        """Every event at or before ``position`` of a subscribed topic was dispatched."""
-        if self.latest is None or position > self.latest:
-            self.latest = position
-
     def record_starts(self, topics: list[str], position: Key) -> None:
-        """Remember where subscriptions began, for a gap fill before any event came."""
+        """Remember where subscriptions began, for a gap fill before any event came.
+
+        The caller guarantees that every event at or before ``position`` of a subscribed
+        topic has been dispatched, so ``position`` is also a valid start for new streams.
+        """
         for topic in topics:
             if self._in_use(topic):
                 self.starts.setdefault(topic, position)
+        if self.latest is None or position > self.latest:
+            self.latest = position
+        for topic in topics:
+            waiter = self._position_waiters.pop(topic, None)
+            if waiter is not None:
+                waiter.set()
+
+    def wait_positions(self, topics: tuple[str, ...], timeout: float) -> Key | None:
+        """Wait until ``topics`` have a known position; then a start for a new stream.
+
+        A topic's position is known once its subscription is confirmed and its start
+        recorded (see ``record_starts``), so this also waits for the subscription.
+        """
+        deadline = time.monotonic() + timeout
+        for topic in topics:
+            while topic not in self.positions and topic not in self.starts:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                waiter = self._position_waiters.get(topic)
+                if waiter is None:
+                    waiter = self._position_waiters[topic] = gevent.event.Event()
+                waiter.wait(remaining)
+        return self.latest
 
     def gap_positions(self) -> dict[str, Key]:
         """For every subscribed topic, the position a gap fill should start after."""

@@ -23,7 +23,6 @@ import redis
 from herald import config as herald_config
 from herald import logs, services
 from herald.config import Config
-from herald.connection import raw_client
 from herald.errors import ConfigError
 from herald.event import id_key
 from herald.keys import Keys
@@ -44,6 +43,7 @@ log = logging.getLogger(__name__)
 BACKLOG = 4096
 DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
 REVOCATION_POLL = 3.0  # seconds between rereads of the deny list
+REDIS_CONNECTIONS = 16  # per pool, for history reads and client commands
 
 
 class StreamerService:
@@ -52,16 +52,23 @@ class StreamerService:
     def __init__(self, config: Config, sock: _socket.socket) -> None:
         self.config = config
         keys = Keys(config.prefix)
-        self.history = History(raw_client(config.redis_url), keys, config.history_ttl,
-                               config.replay_max)
+        # Bounded: a crowd of clients resuming at once waits for a connection rather
+        # than opening one each (Redis' maxclients, this process' descriptors).
+        bounded = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10))
+        self.history = History(bounded, keys, config.history_ttl, config.replay_max)
         self.broker = Broker(config.redis_url, keys, self._dispatch,
                              on_resync=self._fill_gaps, on_subscribed=self._subscribed,
                              on_control=self._control)
         self.hub = Hub(self.broker.want, self.broker.unwant)
-        self.revocations = Revocations(raw_client(config.redis_url), keys)
+        self.revocations = Revocations(bounded, keys)
         self.revoked: set[str] = set()
         self.app = Streamer(config, self.hub, self.broker, self.history, self.revoked)
-        self.app.commands = Commands(config, self.hub, self.broker, services.build(config))
+        decoded = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
+            config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10,
+            decode_responses=True))
+        self.app.commands = Commands(config, self.hub, self.broker,
+                                     services.build(config, decoded))
         self.listener = Listener(sock, self.app.handle)
         self.stopping = False
         self.stopped = gevent.event.Event()
@@ -102,15 +109,17 @@ class StreamerService:
         gevent.spawn(self._record_starts, topics)
 
     def _record_starts(self, topics: list[str]) -> None:
-        """Note where subscriptions began; once the events before that point have been
-        dispatched, it is also a position new streams may start from."""
+        """Note where subscriptions began, once the events before it are dispatched.
+
+        One Redis read per batch of confirmed subscriptions, not per client.
+        """
         try:
             position = id_key(self.history.position())
-            self.hub.record_starts(topics, position)
             self.broker.barrier().get(timeout=5)
         except (redis.RedisError, PubSubError, gevent.Timeout):
+            log.warning("could not record where %d subscriptions began", len(topics))
             return  # the gap fill then starts at the first event this process sees
-        self.hub.note_position(position)
+        self.hub.record_starts(topics, position)
 
     def start(self) -> None:
         self.broker.start()

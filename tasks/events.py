@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import redis
-
 from herald import services
-from tasks.app import app
+from tasks.app import RETRY_ON_REDIS, app
 
 
 def publish(topic: str, data: Any, type: str = "message", key: str | None = None) -> str:
@@ -26,16 +24,7 @@ def publish(topic: str, data: Any, type: str = "message", key: str | None = None
     return services.default().publisher.publish(topic, data, type, key)
 
 
-@app.task(
-    bind=True,
-    name="herald.publish_event",
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=30,
-    retry_jitter=True,
-    max_retries=10,
-    default_retry_delay=1,
-)
+@app.task(bind=True, name="herald.publish_event", **RETRY_ON_REDIS)
 def publish_event(self: Any, topic: str, data: Any, type: str = "message") -> str:
     """Publish from a worker, retrying until Redis takes it; once, whatever the retries."""
     return publish(topic, data, type, key=f"task:{self.request.id}")

@@ -28,7 +28,7 @@ from herald.notifications import DELIVERED, FAILED, SENDING, Created, NewNotific
 from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
 from herald.times import iso
-from tasks.app import app
+from tasks.app import RETRY_ON_REDIS, app
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +139,7 @@ class NotificationTask(Task):
                 log.exception("could not mark notification %s failed", notification_id)
 
 
-@app.task(
-    base=NotificationTask,
-    name="herald.send_notification",
-    autoretry_for=(redis.ConnectionError, redis.TimeoutError),
-    retry_backoff=True,
-    retry_backoff_max=60,
-    retry_jitter=True,
-    max_retries=8,
-    default_retry_delay=1,  # after a lost worker process: run again at once (idempotent)
-)
+@app.task(base=NotificationTask, name="herald.send_notification", **RETRY_ON_REDIS)
 def send_notification(notification_id: str) -> dict[str, str]:
     """Deliver notification ``notification_id`` (idempotent; see ``deliver``)."""
     return deliver(services.default(), notification_id)
