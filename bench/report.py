@@ -129,6 +129,28 @@ def slow_table(document: dict[str, Any]) -> list[str]:
 
 TABLES = {"fanout": fanout_table, "throughput": throughput_table, "routing": routing_table,
           "slow": slow_table}
+EXPLANATIONS = {
+    "throughput": [
+        "",
+        "Rates step up until delivery p99 passes 100 ms or the server cannot take the "
+        "asked rate (achieved below 90% of it). nchan answers an HTTP publish only once "
+        "it has handed the message to its subscribers, so its one publisher connection "
+        "(publishing as nchan is used) sets its pace; pipelining the publishes only "
+        "queued them inside nginx (p99 over a second at 250 events/s). flask-sse gives "
+        "each client its own Redis subscription and falls behind at the first step.",
+    ],
+    "fanout": [
+        "",
+        "RSS per idle connection: server RSS with every client connected, minus RSS "
+        "before, divided by the clients. All connected: until the last client had its "
+        "response head (the load generator keeps at most 1,000 handshakes in flight).",
+    ],
+    "slow": [
+        "",
+        "The stalled client (its receive buffer set to 4 KiB) stops reading after its "
+        "response head; the other clients' p99 is compared with the run without it.",
+    ],
+}
 TITLES = {
     "fanout": "Fan-out: 10,000 clients on one topic, 30 events at 5/s",
     "throughput": "Sustained throughput: 1,000 clients on one topic, rising rates",
@@ -156,6 +178,7 @@ def render(documents: dict[str, dict[str, Any]], verdicts: list[str]) -> str:
                 "", *TABLES[scenario](document), ""]
         out += _problems(document)
         out += document.get("notes", [])
+        out += EXPLANATIONS.get(scenario, [])
         out.append("")
     return "\n".join(out).rstrip() + "\n"
 
