@@ -12,6 +12,7 @@ from __future__ import annotations
 import _socket
 import argparse
 import logging
+import os
 import random
 import signal
 import sys
@@ -160,6 +161,14 @@ class StreamerService:
             self.stopped.set()
 
 
+def _stop_when_orphaned(service: StreamerService, parent: int) -> None:
+    """A child of ``--processes`` stops (draining) if its supervisor died without it."""
+    while os.getppid() == parent:
+        gevent.sleep(1.0)
+    log.warning("supervisor %d is gone; stopping", parent)
+    service.stop()
+
+
 def _supervise(processes: int, host: str, port: int) -> int:
     supervisor = Supervisor(processes, ["--host", host, "--port", str(port)])
     gevent.signal_handler(signal.SIGTERM, supervisor.stop)
@@ -169,8 +178,6 @@ def _supervise(processes: int, host: str, port: int) -> int:
 
 
 def _pid() -> int:
-    import os
-
     return os.getpid()
 
 
@@ -202,6 +209,8 @@ def main(argv: list[str] | None = None) -> None:
                                                        backlog=BACKLOG))
     gevent.signal_handler(signal.SIGTERM, service.stop)
     gevent.signal_handler(signal.SIGINT, service.stop)
+    if args.reuse_port:
+        gevent.spawn(_stop_when_orphaned, service, os.getppid())
     service.start()
     service.stopped.wait()
     log.info("stopped")
