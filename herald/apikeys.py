@@ -13,7 +13,7 @@ import hmac
 import json
 import re
 import secrets
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import redis
 
@@ -97,6 +97,3 @@ def _public(record: dict) -> ApiKey:
     return ApiKey(record["id"], record["name"], iso(record["created_at"]),
                   iso(record["revoked_at"]))
 
-
-def as_dict(key: ApiKey) -> dict:
-    return asdict(key)

@@ -36,13 +36,13 @@ from wsproto.events import Request as WsRequest
 from herald import tokens
 from herald.config import Config
 from herald.errors import TokenError
-from herald.event import TOPIC_RULE, Event, id_key, sse_comment, sse_frame, user_topic, valid_topic
+from herald.event import TOPIC_RULE, id_key, sse_comment, sse_frame, user_topic, valid_topic
 from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import SSE, WS, Client
 from streamer.commands import Commands
 from streamer.history import History, Key, reset_envelope
-from streamer.hub import Frames, Hub
+from streamer.hub import Frames, Hub, decode
 from streamer.protocol import BadRequest, Request, response
 from streamer.pubsub import PubSubError
 from streamer.reply import reply_and_close
@@ -252,8 +252,8 @@ class Streamer:
             reset = Frames(id_key(replay.position),
                            sse_frame(replay.position, "reset", envelope), envelope)
             return head + reset.for_transport(client.transport), reset.key
-        frames = [_frames(envelope).for_transport(client.transport)
-                  for _, _, envelope in replay.events]
+        decoded = (decode(topic, envelope) for _, topic, envelope in replay.events)
+        frames = [f.for_transport(client.transport) for f in decoded if f is not None]
         after = max([id_key(last_id), *(key for key, _, _ in replay.events)])
         resumed = _resumed(client.transport, len(frames), last_id)
         ready = _ready(client.transport, _text(after))
@@ -308,11 +308,6 @@ def _bearer(request: Request) -> str | None:
 def _unauthorized(message: str) -> BadRequest:
     return BadRequest(401, "unauthorized", message, "token",
                       headers={"WWW-Authenticate": 'Bearer realm="herald"'})
-
-
-def _frames(envelope: bytes) -> Frames:
-    event = Event.from_json(envelope)
-    return Frames(id_key(event.id), sse_frame(event.id, event.type, envelope), envelope)
 
 
 def _resumed(transport: str, replayed: int, last_id: str) -> bytes:

@@ -84,11 +84,6 @@ class Broker:
         self._connection: PubSubConnection | None = None
         self._last_read = time.monotonic()
         self.connected = False
-        self.reconnects = 0
-
-    @property
-    def topics(self) -> int:
-        return len(self._wanted)
 
     def want(self, topic: str) -> None:
         if topic not in self._wanted:
@@ -291,7 +286,6 @@ class Broker:
 
     def _lost(self) -> None:
         self.connected = False
-        self.reconnects += 1
         self._resyncing = True
         self._newly = []
         for barrier in (*self._barriers.values(), *self._passed):

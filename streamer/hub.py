@@ -269,7 +269,7 @@ class Hub:
         for topic, envelope in batch:
             if not self._in_use(topic):
                 continue
-            frames = _decode(topic, envelope)
+            frames = decode(topic, envelope)
             if frames is None:
                 continue
             last = positions.get(topic)
@@ -348,7 +348,7 @@ class Hub:
             client.close(reason)
 
 
-def _decode(topic: str, envelope: bytes) -> Frames | None:
+def decode(topic: str, envelope: bytes) -> Frames | None:
     """The position and encodings of an envelope; None (logged) when malformed."""
     try:
         event = Event.from_json(envelope)
