@@ -12,13 +12,18 @@ Guarantees:
   reader never holds more than ``limit`` bytes nor delays other clients; so is one whose
   queue cannot be written within ``write_timeout`` seconds;
 - until ``attach`` (while the handshake is written) frames are queued, so a client never
-  receives an event ahead of its response headers.
+  receives an event ahead of its response headers;
+- a WebSocket client the server closes for a reason of its own (token revoked, server
+  stopping, a message it may not send) gets what was queued for it and then a close
+  frame with a code and the reason, when it is within ``limit``: a client dropped as too
+  slow cannot take more bytes, so its connection is simply shut.
 """
 
 from __future__ import annotations
 
 import _socket
 import contextlib
+import functools
 import logging
 import os
 from collections import deque
@@ -31,6 +36,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from herald.tokens import Grant
+from streamer.reply import reply_and_close
 from streamer.websocket import MAX_MESSAGE, close_frame
 
 log = logging.getLogger(__name__)
@@ -150,8 +156,18 @@ class Client:
             self._start_writer()
         return True
 
-    def close(self, reason: str) -> None:
-        """Close the connection once; the hub forgets the client via ``on_close``."""
+    def close(self, reason: str, code: int | None = None) -> None:
+        """Close the connection once; the hub forgets the client via ``on_close``.
+
+        With ``code``, a WebSocket client is first sent what is queued for it and a
+        close frame with ``code`` and ``reason`` (see the module's guarantees).
+        """
+        goodbye = b""
+        if code is not None and self.ws is not None and self.sock is not None:
+            goodbye = close_frame(code, reason)
+        self._close(reason, goodbye)
+
+    def _close(self, reason: str, goodbye: bytes = b"") -> None:
         if self.closed:
             return
         self.closed = True
@@ -159,6 +175,9 @@ class Client:
         level = logging.INFO if reason == TOO_SLOW else logging.DEBUG
         log.log(level, "client %s of %s closed: %s (%d bytes behind)", self.peer, self.user,
                 reason, self.pending_bytes)
+        if goodbye and self.pending:  # the goodbye goes after whole frames only
+            within = self.pending_bytes <= self.limit
+            goodbye = b"".join(self.pending) + goodbye if within else b""
         self.pending = None
         self.pending_bytes = 0
         if self._watcher is not None:
@@ -166,24 +185,29 @@ class Client:
             self._watcher.close()
             self._watcher = None
         if self.sock is not None:
-            self._release(self.sock)
+            self._release(self.sock, goodbye)
         if self._on_close is not None:
             self._on_close(self)
 
-    def _release(self, sock: _socket.socket) -> None:
-        """Shut the connection down now; close the descriptor once no watcher uses it.
+    def _release(self, sock: _socket.socket, goodbye: bytes) -> None:
+        """End the connection now, after ``goodbye`` if any; never blocks.
 
         A writer waiting on the socket has a watcher on its descriptor: closing the
         descriptor under it would make the event loop abort, so the writer is killed
-        first and the descriptor closed when it has gone.
+        first and the descriptor closed (or the goodbye written) when it has gone.
         """
-        with contextlib.suppress(OSError):
-            sock.shutdown(_socket.SHUT_RDWR)
+        finish: Callable[[], None]
+        if goodbye:
+            finish = functools.partial(reply_and_close, sock, goodbye)
+        else:
+            with contextlib.suppress(OSError):
+                sock.shutdown(_socket.SHUT_RDWR)
+            finish = sock.close
         writer, self._writer = self._writer, None
         if writer is None or writer.dead or writer is gevent.getcurrent():
-            sock.close()
+            finish()
             return
-        writer.link(lambda _: sock.close())
+        writer.link(lambda _: finish())
         writer.kill(block=False)
 
     def _readable(self) -> None:
@@ -215,26 +239,24 @@ class Client:
                     return
                 self._websocket_event(event)
         except (LocalProtocolError, RemoteProtocolError):
-            self.close("WebSocket protocol error")
+            self.close("WebSocket protocol error", 1002)
 
     def _websocket_event(self, event: object) -> None:
         if isinstance(event, Ping):
             self.send(self.ws.send(event.response()))  # type: ignore[union-attr]
         elif isinstance(event, CloseConnection):
-            self.send(self.ws.send(event.response()))  # type: ignore[union-attr]
-            self.close("closed by the client")
+            answer = self.ws.send(event.response())  # type: ignore[union-attr]
+            self._close("closed by the client", answer)
         elif isinstance(event, TextMessage):
             self._message.append(event.data)
             if sum(len(part) for part in self._message) > MAX_MESSAGE:
-                self.send(close_frame(1009, "message too big"))
-                self.close("message too big")
+                self.close("message too big", 1009)
             elif event.message_finished:
                 text, self._message = "".join(self._message), []
                 if self.on_text is not None:
                     self.on_text(self, text)
         elif isinstance(event, BytesMessage):
-            self.send(close_frame(1003, "text messages only"))
-            self.close("sent a binary message")
+            self.close("text messages only", 1003)
 
     def _start_writer(self) -> None:
         if self._writer is None and not self.closed:

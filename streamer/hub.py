@@ -41,6 +41,7 @@ from streamer.websocket import PING, text_frame
 log = logging.getLogger(__name__)
 
 HEARTBEAT = sse_comment("heartbeat")
+POLICY_VIOLATION = 1008  # WebSocket close code of a revoked token
 
 
 HEARTBEAT_SLICE = 500  # writes between yields, so a heartbeat pass never holds events up
@@ -337,15 +338,19 @@ class Hub:
         return gevent.spawn(beat)
 
     def close_tokens(self, token_ids: set[str], reason: str) -> int:
-        """Close every client whose token id is in ``token_ids``; return how many."""
+        """Close every client whose token id is in ``token_ids``; return how many.
+
+        WebSocket clients get a close frame 1008 (policy violation) with ``reason``.
+        """
         doomed = [c for c in self.clients if c.token_id in token_ids]
         for client in doomed:
-            client.close(reason)
+            client.close(reason, POLICY_VIOLATION)
         return len(doomed)
 
-    def close_all(self, reason: str) -> None:
+    def close_all(self, reason: str, code: int | None = None) -> None:
+        """Close every client (WebSocket clients with a close frame ``code``, if given)."""
         for client in tuple(self.clients):
-            client.close(reason)
+            client.close(reason, code)
 
 
 def decode(topic: str, envelope: bytes) -> Frames | None:

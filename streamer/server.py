@@ -1,10 +1,12 @@
 """Running the streamer: listen, serve, and stop cleanly on SIGTERM or SIGINT.
 
-On a stop signal the listening socket closes first (no new clients); every client is
-sent a ``retry:`` hint, then the clients are disconnected a few at a time over
-``HERALD_DRAIN_SECONDS``, so their reconnections (with ``Last-Event-ID``, to a sibling
-streamer) are spread out; events keep flowing to those not yet disconnected. Then the
-Redis subscription is closed and the process exits with status 0.
+On a stop signal the listening socket closes first (no new clients); every SSE client
+is sent a ``retry:`` hint, then the clients are disconnected a few at a time over
+``HERALD_DRAIN_SECONDS`` (a WebSocket client with a close frame 1012), so their
+reconnections (with ``Last-Event-ID``, to a sibling streamer) are spread out; events
+keep flowing to those not yet disconnected. Then the Redis subscription is closed and
+the process exits with status 0. A revoked token's streams are closed at once (a
+WebSocket with a close frame 1008).
 """
 
 from __future__ import annotations
@@ -36,7 +38,6 @@ from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
 from streamer.pubsub import PubSubError
-from streamer.websocket import close_frame
 from streamer.workers import Supervisor
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ BACKLOG = 4096
 DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
 REVOCATION_POLL = 3.0  # seconds between rereads of the deny list
 REDIS_CONNECTIONS = 16  # per pool, for history reads and client commands
+SERVICE_RESTART = 1012  # WebSocket close code: the server restarts, reconnect
+STOPPING = "server stopping; reconnect"
 
 
 class StreamerService:
@@ -145,17 +148,17 @@ class StreamerService:
     def _drain(self, clients: list[Client]) -> None:
         try:
             retry = b"retry: %d\n\n" % self.config.retry_ms
-            restart = close_frame(1012, "service restart; reconnect")
             for client in clients:
-                client.send(retry if client.transport == SSE else restart)
+                if client.transport == SSE:
+                    client.send(retry)
             slices = max(1, min(len(clients), DRAIN_SLICES))
             size = max(1, -(-len(clients) // slices))
             for start in range(0, len(clients), size):
                 for client in clients[start:start + size]:
-                    client.close("server stopping")
+                    client.close(STOPPING, SERVICE_RESTART)
                 if start + size < len(clients):
                     gevent.sleep(self.config.drain_seconds / slices)
-            self.hub.close_all("server stopping")
+            self.hub.close_all(STOPPING, SERVICE_RESTART)
         finally:
             self.broker.stop()
             self.stopped.set()
