@@ -16,7 +16,9 @@ Guarantees:
 - a WebSocket client the server closes for a reason of its own (token revoked, server
   stopping, a message it may not send) gets what was queued for it and then a close
   frame with a code and the reason, when it is within ``limit``: a client dropped as too
-  slow cannot take more bytes, so its connection is simply shut.
+  slow cannot take more bytes, so its connection is simply shut;
+- nothing the peer sends can leave its socket unwatched: an error while handling its
+  input closes the client (1011 for a WebSocket) and is logged.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import os
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import gevent
 from gevent.socket import wait_write
@@ -38,6 +41,9 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from herald.tokens import Grant
 from streamer.reply import reply_and_close
 from streamer.websocket import MAX_MESSAGE, close_frame
+
+if TYPE_CHECKING:
+    from streamer.commands import Backlog
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +56,10 @@ EV_READ = 1
 class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
-    __slots__ = ("_message", "_on_close", "_watcher", "_writer", "close_reason", "closed",
-                 "fd", "grant", "head", "input", "limit", "on_text", "peer", "pending",
-                 "pending_bytes", "prelive", "sock", "token_id", "topics", "transport", "user",
-                 "write_timeout", "ws")
+    __slots__ = ("_message", "_on_close", "_watcher", "_writer", "backlog", "close_reason",
+                 "closed", "fd", "grant", "head", "input", "limit", "on_text", "peer",
+                 "pending", "pending_bytes", "prelive", "sock", "token_id", "topics",
+                 "transport", "user", "write_timeout", "ws")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
                  write_timeout: float = 30.0, peer: str = "", transport: str = SSE) -> None:
@@ -73,6 +79,7 @@ class Client:
         self.grant: Grant | None = None  # what the client's token allows
         self.ws: WSConnection | None = None  # the WebSocket protocol state, for input
         self.on_text: Callable[[Client, str], None] | None = None  # a client's command
+        self.backlog: Backlog | None = None  # its commands waiting to run
         self._message: list[str] = []  # a text message arriving in fragments
         # Not None while frames wait: before ``attach`` and while the client is behind.
         self.pending: deque[bytes] | None = deque()
@@ -211,7 +218,18 @@ class Client:
         writer.kill(block=False)
 
     def _readable(self) -> None:
-        """The peer sent bytes or closed: EOF or an error ends the client."""
+        """The peer sent bytes or closed: EOF or an error ends the client.
+
+        An event-loop callback: whatever goes wrong while handling the input closes
+        the client rather than escaping into the loop and leaving the socket unread.
+        """
+        try:
+            self._read_input()
+        except Exception:
+            log.exception("client %s of %s: failed to handle its input", self.peer, self.user)
+            self.close("internal error", 1011)
+
+    def _read_input(self) -> None:
         try:
             data = self.sock.recv(4096)  # type: ignore[union-attr]
         except BlockingIOError:

@@ -11,12 +11,33 @@ refused the same way and never closes the connection.
 - ``read`` ``{"ids": [...]}`` or ``{"all": true}``: marks the user's own inbox entries
   read, and tells the user's other tabs with a ``notification.read`` event, as the API.
 - ``ping``: replies ``pong``.
+
+Pacing, so that one connection can neither grow the process nor monopolise Redis:
+- a connection's commands run one at a time, in the order they arrived, and their
+  replies come in that order; a connection has a worker greenlet only while it has
+  commands to run, so it holds at most one Redis connection at a time;
+- at most ``MAX_QUEUED`` commands (and ``MAX_QUEUED_BYTES`` of their text) wait behind
+  the running one; a command beyond that is answered at once with error ``busy``;
+- a connection's commands are accepted at ``RATE`` per second, in bursts of ``BURST``;
+  one beyond that is answered at once with error ``rate_limited`` and ``retry_after``
+  (seconds until the next would be accepted);
+- a message that is not a command (not JSON, nested too deep, an integer too long, a
+  number that is not finite, no known ``op``) is answered at once: ``invalid_json`` or
+  ``invalid_field``;
+- answers given at once (the three above) may overtake replies still to come;
+- when Redis fails (down, or no connection of this process' pool free within
+  ``POOL_WAIT`` seconds) the command is answered ``unavailable``; the failure is logged
+  as one WARNING line, without a traceback, at most once per ``REDIS_WARNING_INTERVAL``
+  seconds.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
+import time
+from collections import deque
 from typing import Any
 
 import gevent
@@ -25,22 +46,65 @@ import redis
 from herald.config import Config
 from herald.event import TOPIC_RULE, user_topic, valid_topic
 from herald.ids import valid_id
+from herald.logs import Throttled
 from herald.services import Services
 from streamer.broker import Broker
 from streamer.client import Client
 from streamer.hub import Hub
-from streamer.websocket import error_reply, reply
+from streamer.websocket import MAX_MESSAGE, error_reply, reply
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
 MAX_READ_IDS = 1000
+MAX_QUEUED = 16  # commands waiting per connection: a page's burst, not a backlog
+MAX_QUEUED_BYTES = MAX_MESSAGE  # their text: a waiting command costs no more than that
+RATE = 20.0  # commands per second per connection, far above what a person clicks
+BURST = 40  # ...after a reconnection a client sends its unanswered requests at once
+REDIS_WARNING_INTERVAL = 10.0  # seconds between two warnings of a failing Redis
+POOL_WAIT = 2.0  # seconds a command waits for a free Redis connection, then `unavailable`
 
 
 class Refused(Exception):
     def __init__(self, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.code, self.message, self.field = code, message, field
+
+
+class Backlog:
+    """One connection's commands waiting to run, its worker and its rate budget."""
+
+    __slots__ = ("size", "tokens", "updated", "waiting", "worker")
+
+    def __init__(self) -> None:
+        self.waiting: deque[str] = deque()
+        self.size = 0  # characters of text waiting
+        self.worker: gevent.Greenlet | None = None
+        self.tokens = float(BURST)
+        self.updated = time.monotonic()
+
+    def full(self, size: int) -> bool:
+        return len(self.waiting) >= MAX_QUEUED or (
+            bool(self.waiting) and self.size + size > MAX_QUEUED_BYTES)
+
+    def take(self) -> float:
+        """Spend one command of the budget: 0, or the seconds until one is available."""
+        now = time.monotonic()
+        self.tokens = min(BURST, self.tokens + (now - self.updated) * RATE)
+        self.updated = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / RATE
+
+    def push(self, text: str) -> None:
+        self.waiting.append(text)
+        self.size += len(text)
+
+    def pop(self) -> str:
+        text = self.waiting.popleft()
+        self.size -= len(text)
+        return text
 
 
 class Commands:
@@ -51,24 +115,71 @@ class Commands:
         self.hub = hub
         self.broker = broker
         self.services = services
+        self._redis_failed = Throttled(log, REDIS_WARNING_INTERVAL)
 
     def handle(self, client: Client, text: str) -> None:
-        """Called by the client for each complete text message (in the event loop)."""
-        op, ref = "?", None
+        """Called by the client for each complete text message (in the event loop).
+
+        Never blocks: the command is refused at once or queued for the connection's
+        worker.
+        """
         try:
-            message = json.loads(text)
-            if not isinstance(message, dict) or not isinstance(message.get("op"), str):
-                raise Refused("invalid_field", 'a command is {"op": ..., "ref": ...}', "op")
-            op, ref = message["op"], message.get("ref")
-            handler = getattr(self, f"op_{op}", None)
-            if handler is None:
-                raise Refused("invalid_field", "op must be subscribe, unsubscribe, read or "
-                              "ping", "op")
-            handler(client, message, op, ref)
-        except json.JSONDecodeError:
-            client.send(error_reply(op, ref, "invalid_json", "a command must be JSON"))
+            message = parse(text)
+        except Refused as exc:
+            client.send(error_reply("?", None, exc.code, exc.message, exc.field))
+            return
+        op, ref = message["op"], message.get("ref")
+        if not hasattr(self, f"op_{op}"):
+            client.send(error_reply(op, ref, "invalid_field", f"op must be one of "
+                                    f"{', '.join(self._ops())}", "op"))
+            return
+        backlog = client.backlog
+        if backlog is None:
+            backlog = client.backlog = Backlog()
+        if backlog.full(len(text)):
+            client.send(error_reply(op, ref, "busy", f"{len(backlog.waiting)} commands of "
+                                    "this connection are waiting to run; retry once they "
+                                    "are answered"))
+            return
+        wait = backlog.take()
+        if wait:
+            client.send(error_reply(op, ref, "rate_limited", f"at most {RATE:g} commands "
+                                    "per second per connection", retry_after=round(wait, 3)))
+            return
+        backlog.push(text)
+        if backlog.worker is None:
+            backlog.worker = gevent.spawn(self._work, client, backlog)
+
+    def _ops(self) -> list[str]:
+        return [name[3:] for name in dir(self) if name.startswith("op_")]
+
+    def _work(self, client: Client, backlog: Backlog) -> None:
+        """Run the connection's commands one at a time until none is left.
+
+        Once the connection is closed its waiting commands are dropped: no one is left
+        to answer.
+        """
+        try:
+            while backlog.waiting and not client.closed:
+                self._run(client, backlog.pop())
+        finally:
+            backlog.worker = None
+
+    def _run(self, client: Client, text: str) -> None:
+        """Carry out one command and send its one reply, whatever happens."""
+        message = parse(text)  # it was parsed on arrival: a waiting command is only text
+        op, ref = message["op"], message.get("ref")
+        try:
+            getattr(self, f"op_{op}")(client, message, op, ref)
         except Refused as exc:
             client.send(error_reply(op, ref, exc.code, exc.message, exc.field))
+        except redis.RedisError as exc:
+            self._redis_failed("WebSocket commands: Redis failed (%s: %s); answering "
+                               "'unavailable'", type(exc).__name__, exc)
+            client.send(error_reply(op, ref, "unavailable", "Redis unavailable; retry"))
+        except Exception:
+            log.exception("command %r of %s failed", op, client.user)
+            client.send(error_reply(op, ref, "internal_error", "the command failed"))
 
     def op_ping(self, client: Client, message: dict[str, Any], op: str, ref: Any) -> None:
         client.send(reply("pong", ref))
@@ -81,7 +192,11 @@ class Commands:
             raise Refused("invalid_field", f"at most {self.config.max_topics} topics per "
                           "connection", "topics")
         self.hub.retopic(client, wanted)
-        gevent.spawn(self._confirm, client, op, ref)
+        if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
+            client.send(reply(op, ref, topics=list(client.topics)))
+        else:
+            client.send(error_reply(op, ref, "unavailable", "not subscribed to Redis yet; "
+                                    "retry"))
 
     def op_unsubscribe(self, client: Client, message: dict[str, Any], op: str,
                        ref: Any) -> None:
@@ -90,15 +205,15 @@ class Commands:
         client.send(reply(op, ref, topics=list(client.topics)))
 
     def op_read(self, client: Client, message: dict[str, Any], op: str, ref: Any) -> None:
-        ids, everything = message.get("ids"), message.get("all")
-        if everything is True and ids is None:
-            gevent.spawn(self._read, client, op, ref, None)
-            return
-        if (everything is not None or not isinstance(ids, list) or not ids
-                or len(ids) > MAX_READ_IDS or not all(valid_id(i, "n") for i in ids)):
-            raise Refused("invalid_field", f'give "ids" (1-{MAX_READ_IDS} notification '
-                          'ids) or "all": true', "ids")
-        gevent.spawn(self._read, client, op, ref, ids)
+        ids = _read_ids(message)
+        inbox, user = self.services.inbox, client.user
+        marked = inbox.mark_all_read(user) if ids is None else inbox.mark_read(user, ids)
+        unread = inbox.unread(user)
+        if marked:
+            self.services.publisher.publish(
+                user_topic(user), {"ids": ids, "all": ids is None, "unread": unread},
+                "notification.read")
+        client.send(reply(op, ref, marked=marked, unread=unread))
 
     def _topics(self, client: Client, message: dict[str, Any],
                 check_grants: bool = True) -> tuple[str, ...]:
@@ -114,24 +229,38 @@ class Commands:
                                   f"topic {topic!r}", "topics")
         return tuple(topics)
 
-    def _confirm(self, client: Client, op: str, ref: Any) -> None:
-        if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
-            client.send(reply(op, ref, topics=list(client.topics)))
-        else:
-            client.send(error_reply(op, ref, "unavailable", "not subscribed to Redis yet; "
-                                    "retry"))
 
-    def _read(self, client: Client, op: str, ref: Any, ids: list[str] | None) -> None:
-        inbox, user = self.services.inbox, client.user
-        try:
-            marked = inbox.mark_all_read(user) if ids is None else inbox.mark_read(user, ids)
-            unread = inbox.unread(user)
-            if marked:
-                self.services.publisher.publish(
-                    user_topic(user), {"ids": ids, "all": ids is None, "unread": unread},
-                    "notification.read")
-        except redis.RedisError:
-            log.warning("read command of %s failed", user, exc_info=True)
-            client.send(error_reply(op, ref, "unavailable", "Redis unavailable; retry"))
-            return
-        client.send(reply(op, ref, marked=marked, unread=unread))
+def parse(text: str) -> dict[str, Any]:
+    """The command in ``text``, or ``Refused``; nothing else escapes, whatever the text."""
+    try:
+        message = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
+        # ValueError covers malformed JSON and integers past Python's digit limit.
+        raise Refused("invalid_json", "a command must be JSON (finite numbers, nested "
+                      "at most a few hundred levels)") from None
+    if not isinstance(message, dict) or not isinstance(message.get("op"), str):
+        raise Refused("invalid_field", 'a command is {"op": ..., "ref": ...}', "op")
+    return message
+
+
+def _read_ids(message: dict[str, Any]) -> list[str] | None:
+    """The ids a ``read`` names, or None for all of them."""
+    ids, everything = message.get("ids"), message.get("all")
+    if everything is True and ids is None:
+        return None
+    if (everything is not None or not isinstance(ids, list) or not ids
+            or len(ids) > MAX_READ_IDS or not all(valid_id(i, "n") for i in ids)):
+        raise Refused("invalid_field", f'give "ids" (1-{MAX_READ_IDS} notification ids) '
+                      'or "all": true', "ids")
+    return ids
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")

@@ -33,7 +33,7 @@ from herald.revocation import NOTICE, Revocations
 from streamer.app import Streamer
 from streamer.broker import Broker
 from streamer.client import SSE, Client
-from streamer.commands import Commands
+from streamer.commands import POOL_WAIT, Commands
 from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
@@ -69,7 +69,7 @@ class StreamerService:
         self.revoked: set[str] = set()
         self.app = Streamer(config, self.hub, self.broker, self.history, self.revoked)
         decoded = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
-            config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10,
+            config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=POOL_WAIT,
             decode_responses=True))
         self.app.commands = Commands(config, self.hub, self.broker,
                                      services.build(config, decoded))

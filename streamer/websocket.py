@@ -34,9 +34,13 @@ def reply(op: str, ref: Any = None, ok: bool = True, **fields: Any) -> bytes:
     return text_frame(json.dumps(body, separators=(",", ":")))
 
 
-def error_reply(op: str, ref: Any, code: str, message: str, field: str | None = None) -> bytes:
-    return reply(op, ref, False, error={"code": code, "message": message, "field": field})
+def error_reply(op: str, ref: Any, code: str, message: str, field: str | None = None,
+                **extra: Any) -> bytes:
+    """A refusal: ``"ok": false`` and the API's ``error`` object (plus ``extra`` fields)."""
+    return reply(op, ref, False, error={"code": code, "message": message, "field": field},
+                 **extra)
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
+    """A close frame with ``code`` and ``reason`` (cut to fit the frame, 123 bytes)."""
     return bytes(FrameProtocol(client=False, extensions=[]).close(CloseReason(code), reason))
