@@ -32,6 +32,7 @@ import redis
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WsRequest
+from wsproto.utilities import RemoteProtocolError
 
 from herald import tokens
 from herald.config import Config
@@ -138,12 +139,9 @@ class Streamer:
         Tokens, grants and resuming (``?last_event_id=``) work as for ``/events``; a
         browser's ``Origin`` must be allowed (HERALD_CORS_ORIGINS) when origins are
         configured or the token came from a cookie (cross-site WebSocket hijacking).
+        A request without ``Upgrade: websocket`` gets 426, a broken handshake 400.
         """
-        ws = WSConnection(ConnectionType.SERVER)
-        ws.receive_data(request.raw)
-        handshake = next(ws.events(), None)
-        if not isinstance(handshake, WsRequest):
-            raise BadRequest(400, "bad_request", "not a WebSocket handshake")
+        ws = _handshake(request)
         self._check_origin(request)
         client = self._client(request, WS)
         client.ws = ws
@@ -297,6 +295,24 @@ class Streamer:
                                  f"token of {grant.user!r} does not grant topic {topic!r}",
                                  "topics")
         return tuple(names)
+
+
+def _handshake(request: Request) -> WSConnection:
+    """The WebSocket connection ``request`` opens, or ``BadRequest`` (426 or 400)."""
+    upgrade = request.headers.get("upgrade", "")
+    if "websocket" not in (token.strip().lower() for token in upgrade.split(",")):
+        raise BadRequest(426, "upgrade_required", "GET /ws is a WebSocket endpoint: send "
+                         "a handshake (Upgrade: websocket)", "Upgrade",
+                         headers={"Upgrade": "websocket"})
+    ws = WSConnection(ConnectionType.SERVER)
+    try:
+        ws.receive_data(request.raw)
+        handshake = next(ws.events(), None)
+    except RemoteProtocolError as exc:
+        raise BadRequest(400, "bad_request", f"not a valid WebSocket handshake: {exc}") from None
+    if not isinstance(handshake, WsRequest):
+        raise BadRequest(400, "bad_request", "not a valid WebSocket handshake")
+    return ws
 
 
 def _bearer(request: Request) -> str | None:
