@@ -88,14 +88,17 @@ class Backlog:
             bool(self.waiting) and self.size + size > MAX_QUEUED_BYTES)
 
     def take(self) -> float:
-        """Spend one command of the budget: 0, or the seconds until one is available."""
+        """Spend one command of the budget: 0, or the seconds until one is available.
+
+        The wait is rounded up to whole milliseconds, so a refusal never says 0.
+        """
         now = time.monotonic()
         self.tokens = min(BURST, self.tokens + (now - self.updated) * RATE)
         self.updated = now
         if self.tokens >= 1:
             self.tokens -= 1
             return 0.0
-        return (1 - self.tokens) / RATE
+        return math.ceil((1 - self.tokens) / RATE * 1000) / 1000
 
     def push(self, text: str) -> None:
         self.waiting.append(text)
@@ -144,7 +147,7 @@ class Commands:
         wait = backlog.take()
         if wait:
             client.send(error_reply(op, ref, "rate_limited", f"at most {RATE:g} commands "
-                                    "per second per connection", retry_after=round(wait, 3)))
+                                    "per second per connection", retry_after=wait))
             return
         backlog.push(text)
         if backlog.worker is None:
