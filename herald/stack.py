@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from herald.apikeys import ApiKeyStore
-from herald.config import DEV_API_KEY_FILE, Config, as_environ
+from herald.config import DEV_API_KEY_FILE, Config, as_environ, redact_url
 from herald.connection import answers, client
 from herald.embedded import EmbeddedRedis
 from herald.errors import HeraldError
@@ -87,12 +87,12 @@ def with_redis(cfg: Config) -> tuple[Config, EmbeddedRedis | None]:
     if answers(cfg.redis_url):
         return cfg, None
     if cfg.production:
-        raise HeraldError(f"REDIS_URL {cfg.redis_url} does not answer")
+        raise HeraldError(f"REDIS_URL {redact_url(cfg.redis_url)} does not answer")
     parts = urlsplit(cfg.redis_url)
     port = (parts.port or 6379) if parts.hostname in LOCAL_HOSTS else free_port()
     embedded = EmbeddedRedis(port, cfg.home / "redis")
-    print(f"herald: no Redis answers at {cfg.redis_url}; starting an embedded redis-server "
-          f"on 127.0.0.1:{port} (data in {embedded.data_dir})", flush=True)
+    print(f"herald: no Redis answers at {redact_url(cfg.redis_url)}; starting an embedded "
+          f"redis-server on 127.0.0.1:{port} (data in {embedded.data_dir})", flush=True)
     embedded.start()
     url = f"redis://127.0.0.1:{port}{parts.path or '/0'}"
     broker = url if cfg.broker_url == cfg.redis_url else cfg.broker_url
@@ -193,7 +193,7 @@ def banner(cfg: Config, embedded: EmbeddedRedis | None) -> str:
         f"  Streamer  {cfg.streamer_url}/events     (SSE)",
         f"  Flower    http://127.0.0.1:{cfg.flower_port}         user {user!r} "
         f"password {password!r}",
-        f"  Redis     {cfg.redis_url}{redis_note}",
+        f"  Redis     {redact_url(cfg.redis_url)}{redis_note}",
         f"  Dev secret in {cfg.home / 'secret'} (signs subscriber tokens)",
         f"  Dev API key {cfg.api_key} (also in {cfg.home / DEV_API_KEY_FILE})",
         "Try, in another terminal of this directory:",
