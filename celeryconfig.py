@@ -4,8 +4,8 @@ Values come from ``herald.config`` (environment variables); the reliability choi
 below are fixed because the delivery guarantees depend on them. Every name Celery uses
 on the broker (queue, exchanges, Redis keys) comes from ``herald.keys.Keys``, so it
 follows ``HERALD_PREFIX`` like the rest of Herald. Flower loads this module too
-(``celery --config=celeryconfig flower``), which is how it finds the workers and task
-events of its own deployment.
+(``celery -A tasks.app flower``; it has no flags for these names), which is how it
+finds the workers and task events of its own deployment.
 """
 
 from __future__ import annotations

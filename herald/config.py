@@ -159,7 +159,8 @@ SETTINGS: tuple[Setting, ...] = (
             "HMAC key that signs subscriber tokens (32+ characters). Dev: generated.",
             required_in_production=True, secret=True),
     Setting("HERALD_PREFIX", "prefix", "herald", _prefix,
-            "Prefix of every Redis key and pub/sub channel, so deployments can share a Redis."),
+            "Prefix of every Redis key and pub/sub channel, and of Celery's queue, exchanges "
+            "and broker keys, so deployments can share a Redis."),
     Setting("REDIS_URL", "redis_url", "redis://127.0.0.1:6379/0", _url(_REDIS),
             "Redis holding records, inboxes, event history and pub/sub.",
             required_in_production=True),
@@ -182,7 +183,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HERALD_FLOWER_PORT", "flower_port", "5555", _int(1, 65535),
             "Port of Flower in `herald run`."),
     Setting("HERALD_FLOWER_AUTH", "flower_auth", None, _text,
-            "Flower basic auth as `user:password`. Dev: `herald:<generated>`.", secret=True),
+            "Flower basic auth as `user:password`, given to Flower in its environment. "
+            "Dev: `herald:<generated>`.", secret=True),
     Setting("HERALD_WORKER_POOL", "worker_pool", "prefork", _choice("prefork", "gevent", "solo",
                                                                     "threads"),
             "Celery pool of the worker in `herald run` (given on the command line)."),
