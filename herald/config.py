@@ -117,6 +117,13 @@ def _algorithms(value: str) -> tuple[str, ...]:
     return names
 
 
+def _basic_auth(value: str) -> str:
+    user, colon, password = value.partition(":")
+    if not (user and colon and password) or "," in value:
+        raise ValueError("must be user:password, without commas (Flower splits on them)")
+    return value
+
+
 def _prefix(value: str) -> str:
     if not value or any(c in value for c in " :\r\n\0{}"):
         raise ValueError("must be non-empty, without spaces, colons or braces")
@@ -182,7 +189,7 @@ SETTINGS: tuple[Setting, ...] = (
             "Where clients reach the streamer; defaults to http://HOST:PORT of the streamer."),
     Setting("HERALD_FLOWER_PORT", "flower_port", "5555", _int(1, 65535),
             "Port of Flower in `herald run`."),
-    Setting("HERALD_FLOWER_AUTH", "flower_auth", None, _text,
+    Setting("HERALD_FLOWER_AUTH", "flower_auth", None, _basic_auth,
             "Flower basic auth as `user:password`, given to Flower in its environment. "
             "Dev: `herald:<generated>`.", secret=True),
     Setting("HERALD_WORKER_POOL", "worker_pool", "prefork", _choice("prefork", "gevent", "solo",

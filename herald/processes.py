@@ -148,6 +148,7 @@ class Child:
             stderr=subprocess.STDOUT, start_new_session=True)
         self.started_at = time.monotonic()
         assert self.popen.stdout is not None
+        self.copiers = [t for t in self.copiers if t.is_alive()]  # a crash loop adds one each
         self.copiers.append(self.output.copy(self.name, self.popen.stdout))
 
     def exited(self) -> int | None:

@@ -48,6 +48,8 @@ def test_production_refuses_the_dev_secret(tmp_path):
     ("HERALD_ENV", "staging", "one of"),
     ("HERALD_SECRET", "short", "at least 32"),
     ("HERALD_PREFIX", "a:b", "colons"),
+    ("HERALD_FLOWER_AUTH", "admin:pa,ss", "user:password"),
+    ("HERALD_FLOWER_AUTH", "admin", "user:password"),
 ])
 def test_malformed_values_are_named(tmp_path, name, value, words):
     with pytest.raises(ConfigError) as caught:
