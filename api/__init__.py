@@ -14,7 +14,7 @@ from flask_cors import CORS
 
 from herald import config as herald_config
 from herald import services
-from herald.config import Config
+from herald.config import Config, redact_url
 from herald.errors import ConfigError
 
 MAX_BODY_BYTES = 64 * 1024
@@ -44,15 +44,5 @@ def create_app(config: Config | None = None) -> Flask:
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
              expose_headers=["Location", "Retry-After"], max_age=600)
     logging.getLogger(__name__).info("Herald API ready (redis %s, broker %s)",
-                                     _redact(cfg.redis_url), _redact(cfg.broker_url))
+                                     redact_url(cfg.redis_url), redact_url(cfg.broker_url))
     return app
-
-
-def _redact(url: str) -> str:
-    """The URL without its password, for logs."""
-    from urllib.parse import urlsplit
-
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url

@@ -1,4 +1,9 @@
-"""The ``herald`` command: run the stack, mint tokens, publish, send and listen."""
+"""The ``herald`` command: run the stack, mint tokens, publish, send and listen.
+
+Every failure a user can cause or meet (bad input, a configuration error, Redis or the
+API unreachable) ends the command with a one-line message and a non-zero status, never
+a traceback, and no message shows a password.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,10 @@ from typing import Any
 
 import click
 import httpx
+import redis
 
 from herald import config as herald_config
-from herald.config import SETTINGS, Config
+from herald.config import SETTINGS, Config, shown
 from herald.errors import ConfigError, HeraldError, InvalidEvent
 
 
@@ -22,7 +28,19 @@ def _config() -> Config:
         raise click.ClickException(f"configuration error: {exc}") from exc
 
 
-@click.group()
+class _Commands(click.Group):
+    """Turns Redis being unreachable, in any command, into a one-line error."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except redis.RedisError as exc:
+            where = herald_config.redact_url(_config().redis_url)
+            reason = " ".join(str(exc).split())
+            raise click.ClickException(f"Redis at {where} unavailable: {reason}") from exc
+
+
+@click.group(cls=_Commands)
 @click.version_option(package_name="herald")
 def main() -> None:
     """Herald: real-time notifications over Celery, Redis and Server-Sent Events."""
@@ -212,9 +230,7 @@ def show_config() -> None:
     """Print every setting: variable, value in effect, default and meaning."""
     cfg = _config()
     for setting in SETTINGS:
-        value = getattr(cfg, setting.attr)
-        if setting.attr in ("secret", "flower_auth", "api_key"):
-            value = "(set)" if value else "(empty)"
+        value = shown(setting, getattr(cfg, setting.attr))
         click.echo(f"{setting.env}={value}\n    default {setting.default!r}: {setting.doc}")
 
 

@@ -7,7 +7,10 @@ Guarantees:
   rule, never discovered at request time;
 - with ``HERALD_ENV=production`` a missing required setting (``HERALD_SECRET``,
   ``REDIS_URL``) stops the process with a message naming it; in development a secret is
-  generated once and kept in ``$HERALD_HOME/secret`` (mode 0600).
+  generated once and kept in ``$HERALD_HOME/secret`` (mode 0600);
+- no password or secret is ever shown: ``shown()`` (for ``herald config`` and error
+  messages) prints secrets as ``(set)`` and URLs through ``redact_url()``, which every
+  log line or message that names a Redis or broker URL uses too.
 """
 
 from __future__ import annotations
@@ -26,6 +29,32 @@ DEV_SECRET_FILE = "secret"
 DEV_FLOWER_FILE = "flower-password"
 DEV_API_KEY_FILE = "apikey"
 MIN_SECRET_LENGTH = 32
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password, in the user info or a ``password`` parameter, as ``***``.
+
+    ``redis://:pw@host:6379/0`` -> ``redis://:***@host:6379/0``. Everything else is kept,
+    so the result still says where the URL points.
+    """
+    try:
+        parts = urlsplit(url)
+        has_password = parts.password is not None
+    except ValueError:
+        return "(a malformed URL)"
+    if has_password:
+        user = parts.netloc.rpartition("@")[0].partition(":")[0]
+        host = parts.netloc.rpartition("@")[2]
+        url = url.replace(parts.netloc, f"{user}:***@{host}", 1)
+    if parts.query:
+        query = "&".join(_redact_param(param) for param in parts.query.split("&"))
+        url = url.replace(f"?{parts.query}", f"?{query}", 1)
+    return url
+
+
+def _redact_param(param: str) -> str:
+    name, _, _ = param.partition("=")
+    return f"{name}=***" if name.lower() == "password" else param
 
 
 def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
@@ -88,6 +117,13 @@ def _algorithms(value: str) -> tuple[str, ...]:
     return names
 
 
+def _basic_auth(value: str) -> str:
+    user, colon, password = value.partition(":")
+    if not (user and colon and password) or "," in value:
+        raise ValueError("must be user:password, without commas (Flower splits on them)")
+    return value
+
+
 def _prefix(value: str) -> str:
     if not value or any(c in value for c in " :\r\n\0{}"):
         raise ValueError("must be non-empty, without spaces, colons or braces")
@@ -109,6 +145,16 @@ class Setting:
     parse: Callable[[str], Any]
     doc: str
     required_in_production: bool = False
+    secret: bool = False  # never shown, only whether it is set
+
+
+def shown(setting: Setting, value: Any) -> str:
+    """How a value may be printed: secrets as ``(set)``/``(empty)``, URLs redacted."""
+    if setting.secret:
+        return "(set)" if value else "(empty)"
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    return redact_url(value) if isinstance(value, str) and "://" in value else str(value)
 
 
 SETTINGS: tuple[Setting, ...] = (
@@ -118,9 +164,10 @@ SETTINGS: tuple[Setting, ...] = (
             "Directory for dev state: generated secret, Flower password, embedded Redis data."),
     Setting("HERALD_SECRET", "secret", None, _text,
             "HMAC key that signs subscriber tokens (32+ characters). Dev: generated.",
-            required_in_production=True),
+            required_in_production=True, secret=True),
     Setting("HERALD_PREFIX", "prefix", "herald", _prefix,
-            "Prefix of every Redis key and pub/sub channel, so deployments can share a Redis."),
+            "Prefix of every Redis key and pub/sub channel, and of Celery's queue, exchanges "
+            "and broker keys, so deployments can share a Redis."),
     Setting("REDIS_URL", "redis_url", "redis://127.0.0.1:6379/0", _url(_REDIS),
             "Redis holding records, inboxes, event history and pub/sub.",
             required_in_production=True),
@@ -142,8 +189,9 @@ SETTINGS: tuple[Setting, ...] = (
             "Where clients reach the streamer; defaults to http://HOST:PORT of the streamer."),
     Setting("HERALD_FLOWER_PORT", "flower_port", "5555", _int(1, 65535),
             "Port of Flower in `herald run`."),
-    Setting("HERALD_FLOWER_AUTH", "flower_auth", None, _text,
-            "Flower basic auth as `user:password`. Dev: `herald:<generated>`.",),
+    Setting("HERALD_FLOWER_AUTH", "flower_auth", None, _basic_auth,
+            "Flower basic auth as `user:password`, given to Flower in its environment. "
+            "Dev: `herald:<generated>`.", secret=True),
     Setting("HERALD_WORKER_POOL", "worker_pool", "prefork", _choice("prefork", "gevent", "solo",
                                                                     "threads"),
             "Celery pool of the worker in `herald run` (given on the command line)."),
@@ -158,7 +206,7 @@ SETTINGS: tuple[Setting, ...] = (
             "tokens are minted with the first."),
     Setting("HERALD_API_KEY", "api_key", None, _text,
             "API key the CLI sends to the API. Dev: the key `herald run` keeps in "
-            "$HERALD_HOME/apikey."),
+            "$HERALD_HOME/apikey.", secret=True),
     Setting("HERALD_PUBLISH_RATE", "publish_rate", "50", _float(0.01, 1_000_000),
             "Sends, publishes and job starts per second allowed per API key."),
     Setting("HERALD_PUBLISH_BURST", "publish_burst", "100", _int(1, 10_000_000),
@@ -300,7 +348,7 @@ def _parse_all(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
         try:
             values[setting.attr] = setting.parse(raw)
         except ValueError as exc:
-            problems.append(f"{setting.env}={raw!r} {_rule(exc)}")
+            problems.append(f"{setting.env}={shown(setting, raw)!r} {_rule(exc)}")
     return values, problems
 
 

@@ -4,6 +4,11 @@ All names start with the configured prefix (``HERALD_PREFIX``), so several deplo
 or a test run beside a dev stack, can share one Redis without seeing each other. Pub/sub
 channels are not scoped by Redis database number, which is why the prefix, not the
 database, is what isolates them.
+
+Celery follows the same prefix: its task queue, its control (``inspect``, ``ping``) and
+event exchanges, and, on a Redis broker, every key and channel kombu uses (the queue,
+``unacked``, ``_kombu.binding.*``, pub/sub fan-out). Two deployments on one broker never
+take, acknowledge or inspect each other's tasks.
 """
 
 from __future__ import annotations
@@ -68,3 +73,29 @@ class Keys:
     # Jobs.
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
+
+    # Celery, on whichever broker: see celeryconfig.
+    @property
+    def task_queue(self) -> str:
+        """The queue every task goes to (a RabbitMQ queue, or a list under ``broker_keyprefix``)."""
+        return f"{self.prefix}.tasks"
+
+    @property
+    def control_exchange(self) -> str:
+        """Celery's ``control_exchange``: its mailbox exchange is ``<this>.pidbox``."""
+        return self.prefix
+
+    @property
+    def event_exchange(self) -> str:
+        """Exchange of the task events Flower watches."""
+        return f"{self.prefix}.events"
+
+    @property
+    def broker_keyprefix(self) -> str:
+        """Redis broker: kombu's ``global_keyprefix``, put before each of its keys and channels."""
+        return f"{self.prefix}:celery:"
+
+    @property
+    def task_queue_key(self) -> str:
+        """Redis broker: the list holding the tasks waiting in ``task_queue``."""
+        return self.broker_keyprefix + self.task_queue

@@ -1,47 +1,56 @@
 """``herald run``: the whole stack in the foreground, for a developer's machine.
 
-Starts the API (gunicorn), one Celery worker, one streamer and Flower, each in its own
-process group under honcho, with Redis from ``REDIS_URL`` when it answers and an
-embedded ``redis-server`` (data under ``$HERALD_HOME/redis``) when it does not. Prints
-every URL and the dev credentials once the services answer their health checks.
+Starts the API (gunicorn), one Celery worker, one streamer and Flower under a
+``herald.processes.Supervisor`` (each in its own process group, its output prefixed
+with its name), with Redis from ``REDIS_URL`` when it answers and an embedded
+``redis-server`` (data under ``$HERALD_HOME/redis``) when it does not. Prints every URL
+and the dev credentials once the services answer their health checks (probed without
+credentials). No secret is on a command line: Flower reads its basic auth from
+``FLOWER_BASIC_AUTH`` in its environment.
 
-Guarantee: Ctrl-C or SIGTERM stops every process it started (SIGTERM to each process
-group, SIGKILL after honcho's grace period), then the embedded Redis; nothing is left
-running.
+Guarantees: a service that exits is logged and restarted with capped exponential
+backoff while the others keep running. Only Ctrl-C or SIGTERM stops the stack: SIGTERM
+to each service, then to what is left of its process group, SIGKILL after
+``STOP_GRACE`` seconds, then the embedded Redis; nothing is left running.
 """
 
 from __future__ import annotations
 
 import os
-import shlex
+import signal
 import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import httpx
-from honcho.manager import Manager
 
 from herald.apikeys import ApiKeyStore
-from herald.config import DEV_API_KEY_FILE, Config, as_environ
+from herald.config import DEV_API_KEY_FILE, Config, as_environ, redact_url
 from herald.connection import answers, client
 from herald.embedded import EmbeddedRedis
 from herald.errors import HeraldError
 from herald.keys import Keys
+from herald.processes import Command, Output, Supervisor, stop_on
 
 HEALTH_WAIT = 90.0
+STOP_GRACE = 10.0  # seconds a service has to stop on SIGTERM before SIGKILL
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)
 
 
 @dataclass(frozen=True)
 class Service:
-    """One process of the stack: its name, command line and health URL."""
+    """One process of the stack: its name, command line, health URL and extra environment.
+
+    Secrets go in ``env``, never in ``command`` (any local user can read command lines).
+    """
 
     name: str
     command: list[str]
     health_url: str
+    env: dict[str, str] = field(default_factory=dict)
 
 
 def services(cfg: Config) -> list[Service]:
@@ -61,12 +70,16 @@ def services(cfg: Config) -> list[Service]:
         ], f"{cfg.api_url}/healthz"),
         Service("streamer", [python, "-m", "streamer"], f"{cfg.streamer_url}/healthz"),
         Service("flower", [
-            python, "-m", "celery", f"--broker={cfg.broker_url}", "flower",
+            python, "-m", "celery", "-A", "tasks.app", "flower",
             "--address=127.0.0.1", f"--port={cfg.flower_port}",
-            f"--basic-auth={cfg.flower_auth}", "--purge_offline_workers=60",
-            "--max_tasks=10000",
-        ], f"{flower_url}/healthcheck"),
+            "--purge_offline_workers=60", "--max_tasks=10000",
+        ], f"{flower_url}/healthcheck", _flower_env(cfg)),
     ]
+
+
+def _flower_env(cfg: Config) -> dict[str, str]:
+    """Flower's basic auth, read by Flower from its environment."""
+    return {"FLOWER_BASIC_AUTH": cfg.flower_auth} if cfg.flower_auth else {}
 
 
 def with_redis(cfg: Config) -> tuple[Config, EmbeddedRedis | None]:
@@ -74,12 +87,12 @@ def with_redis(cfg: Config) -> tuple[Config, EmbeddedRedis | None]:
     if answers(cfg.redis_url):
         return cfg, None
     if cfg.production:
-        raise HeraldError(f"REDIS_URL {cfg.redis_url} does not answer")
+        raise HeraldError(f"REDIS_URL {redact_url(cfg.redis_url)} does not answer")
     parts = urlsplit(cfg.redis_url)
     port = (parts.port or 6379) if parts.hostname in LOCAL_HOSTS else free_port()
     embedded = EmbeddedRedis(port, cfg.home / "redis")
-    print(f"herald: no Redis answers at {cfg.redis_url}; starting an embedded redis-server "
-          f"on 127.0.0.1:{port} (data in {embedded.data_dir})", flush=True)
+    print(f"herald: no Redis answers at {redact_url(cfg.redis_url)}; starting an embedded "
+          f"redis-server on 127.0.0.1:{port} (data in {embedded.data_dir})", flush=True)
     embedded.start()
     url = f"redis://127.0.0.1:{port}{parts.path or '/0'}"
     broker = url if cfg.broker_url == cfg.redis_url else cfg.broker_url
@@ -120,52 +133,50 @@ def dev_origins(cfg: Config) -> Config:
 
 
 def run(cfg: Config) -> int:
-    """Run the stack until a signal or until one process exits; return an exit status."""
-    cfg, embedded = with_redis(cfg)
-    try:
-        return _supervise(dev_origins(dev_api_key(cfg)), embedded)
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    """Run the stack until SIGINT or SIGTERM, then stop all of it; return 0."""
+    supervisor = Supervisor(Output(sys.stdout), grace=STOP_GRACE)
+    with stop_on(supervisor, signal.SIGINT, signal.SIGTERM):
+        cfg, embedded = with_redis(cfg)
+        try:
+            _supervise(dev_origins(dev_api_key(cfg)), embedded, supervisor)
+        finally:
+            if embedded is not None:
+                embedded.stop()
+    return 0
 
 
-def _supervise(cfg: Config, embedded: EmbeddedRedis | None) -> int:
+def _supervise(cfg: Config, embedded: EmbeddedRedis | None, supervisor: Supervisor) -> None:
     env = {**os.environ, **as_environ(cfg), "PYTHONUNBUFFERED": "1"}
-    manager = Manager()
     stack = services(cfg)
     for service in stack:
-        manager.add_process(service.name, _shell(service.command), env=env)
-    watcher = threading.Thread(target=_announce, args=(cfg, stack, embedded), daemon=True)
+        supervisor.add(Command(service.name, service.command, {**env, **service.env}))
+    watcher = threading.Thread(target=_announce, daemon=True,
+                               args=(cfg, stack, embedded, supervisor))
     watcher.start()
-    manager.loop()
-    return manager.returncode or 0
+    supervisor.run()
 
 
-def _shell(command: list[str]) -> str:
-    """A shell line that ``exec``s the command, so signals reach it directly."""
-    return "exec " + shlex.join(command)
-
-
-def _announce(cfg: Config, stack: list[Service], embedded: EmbeddedRedis | None) -> None:
+def _announce(cfg: Config, stack: list[Service], embedded: EmbeddedRedis | None,
+              supervisor: Supervisor) -> None:
     waiting = {s.name: s.health_url for s in stack if s.name != "worker"}
     deadline = time.monotonic() + HEALTH_WAIT
-    while waiting and time.monotonic() < deadline:
+    while waiting and time.monotonic() < deadline and not supervisor.stopping:
         for name, url in list(waiting.items()):
-            if _healthy(url, cfg):
+            if _healthy(url):
                 del waiting[name]
         time.sleep(0.3)
-    if waiting:
-        print(f"herald: still waiting for {', '.join(sorted(waiting))}; see its log above",
-              flush=True)
+    if supervisor.stopping:
         return
-    print(banner(cfg, embedded), flush=True)
+    if waiting:
+        supervisor.say(f"still waiting for {', '.join(sorted(waiting))}; see its log above")
+        return
+    supervisor.output.write(banner(cfg, embedded) + "\n")
 
 
-def _healthy(url: str, cfg: Config) -> bool:
-    user, _, password = cfg.flower_auth.partition(":")
-    auth = (user, password) if user else None
+def _healthy(url: str) -> bool:
+    """True when ``url`` answers 200. Sends no credentials: health checks need none."""
     try:
-        return httpx.get(url, timeout=1.0, auth=auth).status_code == 200
+        return httpx.get(url, timeout=1.0).status_code == 200
     except httpx.HTTPError:
         return False
 
@@ -182,7 +193,7 @@ def banner(cfg: Config, embedded: EmbeddedRedis | None) -> str:
         f"  Streamer  {cfg.streamer_url}/events     (SSE)",
         f"  Flower    http://127.0.0.1:{cfg.flower_port}         user {user!r} "
         f"password {password!r}",
-        f"  Redis     {cfg.redis_url}{redis_note}",
+        f"  Redis     {redact_url(cfg.redis_url)}{redis_note}",
         f"  Dev secret in {cfg.home / 'secret'} (signs subscriber tokens)",
         f"  Dev API key {cfg.api_key} (also in {cfg.home / DEV_API_KEY_FILE})",
         "Try, in another terminal of this directory:",

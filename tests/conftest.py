@@ -179,25 +179,48 @@ def worker() -> Iterator[Process]:
     process.stop()
 
 
-def start_streamer(env: dict[str, str], port: int | None = None,
-                   name: str = "streamer") -> tuple[Process, str]:
-    """A streamer process on ``port`` (default: free), returned once /healthz says ok."""
+def _wait_healthy(process: Process, url: str, timeout: float = 20) -> None:
+    """Return once ``url`` answers 200; stop the process and fail if it exits first."""
     import httpx
-
-    port = port or free_port()
-    url = f"http://127.0.0.1:{port}"
-    process = Process(name, [sys.executable, "-m", "streamer", "--port", str(port)], env)
 
     def healthy() -> bool:
         if process.popen.poll() is not None:
-            raise AssertionError(f"streamer exited:\n{process.log()}")
+            raise AssertionError(f"{process.name} exited:\n{process.log()}")
         try:
-            return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+            return httpx.get(url, timeout=1).status_code == 200
         except httpx.HTTPError:
             return False
 
-    wait_until(healthy, 20, what="streamer health")
+    try:
+        wait_until(healthy, timeout, what=f"{process.name} health")
+    except AssertionError:
+        process.stop()
+        raise
+
+
+def start_streamer(env: dict[str, str], port: int | None = None,
+                   name: str = "streamer") -> tuple[Process, str]:
+    """A streamer process on ``port`` (default: free), returned once /healthz says ok."""
+    port = port or free_port()
+    url = f"http://127.0.0.1:{port}"
+    process = Process(name, [sys.executable, "-m", "streamer", "--port", str(port)], env)
+    _wait_healthy(process, f"{url}/healthz")
     return process, url
+
+
+def start_api(env: dict[str, str], name: str = "api") -> tuple[Process, str]:
+    """The API under gunicorn, as ``herald run`` starts it, on a free port.
+
+    Returned once its /healthz says ok (Redis and the broker answer).
+    """
+    from herald.stack import services as stack_services
+
+    env = {**env, "HERALD_API_PORT": str(free_port()), "HERALD_API_WORKERS": "1"}
+    cfg = herald_config.load(env)
+    command = next(s.command for s in stack_services(cfg) if s.name == "api")
+    process = Process(name, command, env)
+    _wait_healthy(process, f"{cfg.api_url}/healthz", timeout=30)
+    return process, cfg.api_url
 
 
 @pytest.fixture(scope="session")
@@ -266,12 +289,12 @@ def subscribe(streamer: str, mint: Callable[..., str]) -> Iterator[Callable[...,
 
 
 @pytest.fixture
-def wait_idle(broker_db: redis.Redis) -> Callable[[float], None]:
+def wait_idle(broker_db: redis.Redis, keys: Keys) -> Callable[[float], None]:
     """Wait until the broker queue is empty and no worker runs or holds a task."""
     from tasks.app import app
 
     def idle() -> bool:
-        if broker_db.llen("herald"):
+        if broker_db.llen(keys.task_queue_key):
             return False
         inspector = app.control.inspect(timeout=0.5)
         busy = [*(inspector.active() or {}).values(), *(inspector.reserved() or {}).values()]

@@ -29,6 +29,8 @@ from urllib.parse import quote
 
 import redis
 
+from herald.config import redact_url
+
 from . import Reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -74,7 +76,7 @@ def _redis_problem() -> str | None:
     try:
         client.ping()
     except redis.RedisError as exc:
-        return f"Redis at {redis_url()} does not answer ({exc})"
+        return f"Redis at {redact_url(redis_url())} does not answer ({exc})"
     finally:
         client.close()
     return None

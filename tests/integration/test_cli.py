@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from herald import tokens
+from herald.stack import free_port
 from tests.conftest import CHILD_ENV, ROOT
 
 pytestmark = pytest.mark.usefixtures("clean", "worker")
@@ -124,3 +125,23 @@ def test_production_mode_refuses_to_start_without_its_settings():
     worker = subprocess.run([sys.executable, "-m", "celery", "-A", "tasks.app", "report"],
                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert worker.returncode != 0 and "HERALD_SECRET is required" in worker.stderr
+
+
+def test_config_shows_urls_without_their_passwords():
+    env = {**CHILD_ENV, "REDIS_URL": "redis://:s3cret-redis@127.0.0.1:6390/15",
+           "CELERY_BROKER_URL": "amqp://herald:s3cret-amqp@rabbit:5672//"}
+    shown = _run(["config"], env)
+    assert shown.returncode == 0, shown.stderr
+    assert "s3cret" not in shown.stdout + shown.stderr
+    assert "REDIS_URL=redis://:***@127.0.0.1:6390/15" in shown.stdout
+    assert "CELERY_BROKER_URL=amqp://herald:***@rabbit:5672//" in shown.stdout
+
+
+def test_publish_with_redis_down_fails_with_one_line():
+    env = {**CHILD_ENV, "REDIS_URL": f"redis://:pw-not-shown@127.0.0.1:{free_port()}/15"}
+    failed = _run(["publish", "room:5", '{"seat": 12}'], env)
+    assert failed.returncode == 1
+    assert "Traceback" not in failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Redis" in lines[0] and "Connection refused" in lines[0], lines
+    assert "pw-not-shown" not in failed.stderr

@@ -1,14 +1,25 @@
-"""``herald run`` from a clean environment: everything up, then nothing left behind."""
+"""``herald run`` from a clean environment: everything up, a crashed service restarted
+alone, no secret on a command line, then SIGTERM leaves nothing behind.
+
+One ``herald run`` serves the whole module (starting the stack is the slow part); the
+last test stops it, and the fixture stops it too when that test did not run.
+"""
 
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import psutil
@@ -19,10 +30,9 @@ from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 HERALD = str(Path(sys.executable).with_name("herald"))
-
-
-def _descendants(pid: int) -> list[psutil.Process]:
-    return psutil.Process(pid).children(recursive=True)
+# Direct children of `herald run`, told apart by their command lines.
+SERVICES = {"api": "gunicorn", "worker": " worker ", "streamer": "-m streamer",
+            "flower": " flower "}
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -32,50 +42,181 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-def test_herald_run_serves_and_stops_cleanly_with_embedded_redis():
-    home = tempfile.mkdtemp(prefix="herald-run-")
-    ports = {name: free_port() for name in ("redis", "api", "streamer", "flower")}
-    env = {
-        "PATH": os.environ["PATH"], "HOME": home, "LANG": "C.UTF-8",
-        "HERALD_HOME": f"{home}/.herald",
-        "REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",  # nothing answers there
-        "HERALD_API_PORT": str(ports["api"]),
-        "HERALD_STREAMER_PORT": str(ports["streamer"]),
-        "HERALD_FLOWER_PORT": str(ports["flower"]),
-    }
-    log = Path(home) / "run.log"
-    with log.open("wb") as out:
-        run = subprocess.Popen([HERALD, "run"], env=env, cwd=home, stdout=out,
-                               stderr=subprocess.STDOUT, start_new_session=True)
-    api = f"http://127.0.0.1:{ports['api']}/healthz"
-    streamer = f"http://127.0.0.1:{ports['streamer']}/healthz"
-
-    def up(url: str) -> bool:
-        assert run.poll() is None, log.read_text()
-        try:
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
+def _line(process: psutil.Process | None) -> str:
     try:
-        wait_until(lambda: up(api) and up(streamer), 90, every=0.3, what="the stack")
-        assert httpx.get(api).json() == {"status": "ok", "redis": "ok", "broker": "ok"}
-        demo = httpx.get(f"http://127.0.0.1:{ports['api']}/demo/")
-        assert demo.status_code == 200 and "Herald" in demo.text
-        wait_until(lambda: "Herald is running" in log.read_text(), 30, what="the banner")
-        text = log.read_text()
-        assert "embedded redis-server" in text
-        assert f"http://127.0.0.1:{ports['flower']}" in text and "password" in text
-        children = _descendants(run.pid)
-        names = " ".join(" ".join(p.cmdline()) for p in children)
-        for part in ("gunicorn", "celery", "worker", "streamer", "flower", "redis-server"):
-            assert part in names
+        return " ".join(process.cmdline()) + " " if process else ""
+    except psutil.NoSuchProcess:
+        return ""
+
+
+def _get(url: str, **kwargs: object) -> httpx.Response | None:
+    try:
+        return httpx.get(url, timeout=2, **kwargs)  # type: ignore[arg-type]
+    except httpx.HTTPError:
+        return None
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Stands where HERALD_STREAMER_URL points (a proxy would): records each request."""
+
+    seen: ClassVar[list[tuple[str, str | None]]] = []
+
+    def do_GET(self) -> None:
+        self.seen.append((self.path, self.headers.get("Authorization")))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Stack:
+    """A real ``herald run`` with an embedded Redis, its output in ``run.log``.
+
+    HERALD_STREAMER_URL (where clients reach the streamer, and what `herald run`
+    probes) points at a ``Recorder``, which shows what the probe sends.
+    """
+
+    def __init__(self) -> None:
+        self.recorder = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+        threading.Thread(target=self.recorder.serve_forever, daemon=True).start()
+        self.home = tempfile.mkdtemp(prefix="herald-run-")
+        self.ports = {name: free_port() for name in ("redis", "api", "streamer", "flower")}
+        self.flower_password = secrets.token_urlsafe(12)
+        env = {
+            "PATH": os.environ["PATH"], "HOME": self.home, "LANG": "C.UTF-8",
+            "HERALD_HOME": f"{self.home}/.herald",
+            "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",  # nothing answers
+            "HERALD_API_PORT": str(self.ports["api"]),
+            "HERALD_STREAMER_PORT": str(self.ports["streamer"]),
+            "HERALD_STREAMER_URL": f"http://127.0.0.1:{self.recorder.server_port}",
+            "HERALD_FLOWER_PORT": str(self.ports["flower"]),
+            "HERALD_FLOWER_AUTH": f"ops:{self.flower_password}",
+        }
+        self.log_path = Path(self.home) / "run.log"
+        with self.log_path.open("wb") as out:
+            self.run = subprocess.Popen([HERALD, "run"], env=env, cwd=self.home, stdout=out,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+        self.seen: list[psutil.Process] = []
+        self.exit_code: int | None = None
+
+    def url(self, name: str, path: str = "") -> str:
+        return f"http://127.0.0.1:{self.ports[name]}{path}"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def up(self, name: str, path: str = "/healthz") -> bool:
+        assert self.run.poll() is None, self.log()
+        answer = _get(self.url(name, path))
+        return answer is not None and answer.status_code == 200
+
+    def services(self) -> dict[str, int]:
+        """Pid of each service's main process (the topmost with its command line)."""
+        found = {}
+        for process in self.descendants():
+            for name, part in SERVICES.items():
+                if part in _line(process) and part not in _line(process.parent()):
+                    found[name] = process.pid
+        return found
+
+    def descendants(self) -> list[psutil.Process]:
+        every = psutil.Process(self.run.pid).children(recursive=True)
+        self.seen += every
+        return every
+
+    def stop(self) -> int:
+        if self.exit_code is None:
+            self.descendants()
+            self.run.send_signal(signal.SIGTERM)
+            self.exit_code = self.run.wait(30)
+            self.recorder.shutdown()
+        return self.exit_code
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    running = Stack()
+    try:
+        wait_until(lambda: running.up("api") and running.up("streamer"), 90, every=0.3,
+                   what="the stack")
+        wait_until(lambda: "Herald is running" in running.log(), 60, what="the banner")
+        yield running
     finally:
-        run.send_signal(signal.SIGTERM)
-        started = time.monotonic()
-        code = run.wait(30)
-    assert code in (0, 143), log.read_text()
+        running.stop()
+
+
+def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack):
+    assert httpx.get(stack.url("api", "/healthz")).json() == {
+        "status": "ok", "redis": "ok", "broker": "ok"}
+    demo = httpx.get(stack.url("api", "/demo/"))
+    assert demo.status_code == 200 and "Herald" in demo.text
+    text = stack.log()
+    assert "embedded redis-server" in text
+    assert stack.url("flower") in text and stack.flower_password in text  # the banner
+    names = " ".join(_line(p) for p in stack.descendants())
+    for part in ("gunicorn", "celery", "worker", "streamer", "flower", "redis-server"):
+        assert part in names
+
+    key = (Path(stack.home) / ".herald" / "apikey").read_text().strip()
+    sent = httpx.post(stack.url("api", "/api/notifications"),
+                      headers={"Authorization": f"Bearer {key}"},
+                      json={"recipients": ["alice"], "title": "seen by Flower?"})
+    assert sent.status_code == 202, sent.text
+    auth = ("ops", stack.flower_password)
+
+    def flower_saw_it() -> bool:
+        tasks = _get(stack.url("flower", "/api/tasks"), auth=auth)
+        return tasks is not None and sent.json()["id"] in tasks.json()
+
+    wait_until(flower_saw_it, 30, every=0.5, what="Flower to see the task")
+    workers = httpx.get(stack.url("flower", "/api/workers?refresh=1"), auth=auth,
+                        timeout=10).json()
+    assert any(name.startswith("herald@") for name in workers), workers
+
+
+def test_no_password_on_any_command_line(stack):
+    for process in stack.descendants():
+        assert stack.flower_password not in _line(process), process.cmdline()
+
+
+def test_the_health_probe_sends_no_credentials(stack):
+    probes = [auth for path, auth in Recorder.seen if path == "/healthz"]
+    assert probes, "herald run never probed HERALD_STREAMER_URL"
+    assert probes == [None] * len(probes), "the health probe sent credentials"
+
+
+def test_a_killed_streamer_is_restarted_and_the_other_services_keep_running(stack):
+    before = stack.services()
+    assert set(before) == set(SERVICES), before
+    first = httpx.get(stack.url("streamer", "/healthz")).json()["pid"]
+    assert first == before["streamer"]
+
+    os.kill(before["streamer"], signal.SIGKILL)
+
+    def streamer_back() -> bool:
+        assert stack.run.poll() is None, f"herald run ended:\n{stack.log()}"
+        answer = _get(stack.url("streamer", "/healthz"))
+        return (answer is not None and answer.status_code == 200
+                and answer.json()["pid"] != first)
+
+    wait_until(streamer_back, 60, every=0.3, what="a new streamer")
+    after = stack.services()
+    assert after["streamer"] == httpx.get(stack.url("streamer", "/healthz")).json()["pid"]
+    assert {n: p for n, p in after.items() if n != "streamer"} == {
+        n: p for n, p in before.items() if n != "streamer"}
+    assert re.search(r"streamer exited \(killed by SIGKILL\).*restarting in [0-9.]+ s",
+                     stack.log()), stack.log()
+    assert stack.up("api")
+
+
+def test_sigterm_stops_everything_and_leaves_nothing_running(stack):
+    stack.descendants()
+    started = time.monotonic()
+    code = stack.stop()
+    assert code == 0, stack.log()
     assert time.monotonic() - started < 30
     time.sleep(0.5)
-    left = [p for p in children if _alive(p)]
+    left = [p for p in stack.seen if _alive(p)]
     assert left == [], f"left running: {[p.cmdline() for p in left]}"

@@ -48,6 +48,8 @@ def test_production_refuses_the_dev_secret(tmp_path):
     ("HERALD_ENV", "staging", "one of"),
     ("HERALD_SECRET", "short", "at least 32"),
     ("HERALD_PREFIX", "a:b", "colons"),
+    ("HERALD_FLOWER_AUTH", "admin:pa,ss", "user:password"),
+    ("HERALD_FLOWER_AUTH", "admin", "user:password"),
 ])
 def test_malformed_values_are_named(tmp_path, name, value, words):
     with pytest.raises(ConfigError) as caught:
@@ -65,3 +67,17 @@ def test_visibility_timeout_must_exceed_the_task_time_limit(tmp_path):
     with pytest.raises(ConfigError, match="HERALD_VISIBILITY_TIMEOUT=600 must exceed"):
         config.load({"HERALD_HOME": str(tmp_path), "HERALD_TASK_TIME_LIMIT": "600",
                      "HERALD_VISIBILITY_TIMEOUT": "600"})
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("redis://:pw@127.0.0.1:6379/0", "redis://:***@127.0.0.1:6379/0"),
+    ("rediss://default:p%40ss@cache.example.com:6380/1",
+     "rediss://default:***@cache.example.com:6380/1"),
+    ("amqp://guest:guest@rabbit:5672//", "amqp://guest:***@rabbit:5672//"),
+    ("redis://127.0.0.1:6379/0?password=pw&db=2", "redis://127.0.0.1:6379/0?password=***&db=2"),
+    ("redis://user@127.0.0.1:6379/0", "redis://user@127.0.0.1:6379/0"),
+    ("unix:///run/redis.sock", "unix:///run/redis.sock"),
+    ("http://127.0.0.1:8000", "http://127.0.0.1:8000"),
+])
+def test_urls_are_shown_without_their_passwords(url, shown):
+    assert config.redact_url(url) == shown
