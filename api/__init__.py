@@ -2,27 +2,34 @@
 
 ``create_app()`` is the factory (``gunicorn 'api:create_app()'``). Handlers validate the
 request fully before they store or dispatch anything; Redis pub/sub and SSE live
-elsewhere (``tasks`` publishes, ``streamer`` serves).
+elsewhere (``tasks`` publishes, ``streamer`` serves). The gunicorn worker is
+``api.worker``: the master process imports it before gevent patches the workers, so
+importing this package imports nothing but the standard library (``create_app`` imports
+the rest).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask
-from flask_cors import CORS
+if TYPE_CHECKING:
+    from flask import Flask
 
-from herald import config as herald_config
-from herald import services
-from herald.config import Config
-from herald.errors import ConfigError
+    from herald.config import Config
 
 MAX_BODY_BYTES = 64 * 1024
 
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the API for ``config`` (default: from the environment)."""
+    from flask import Flask
+    from flask_cors import CORS
+
     from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
+    from herald import config as herald_config
+    from herald import services
+    from herald.errors import ConfigError
 
     try:
         cfg = config or herald_config.get()

@@ -1,7 +1,9 @@
 """Error answers of the API: always JSON ``{"error": {"code", "message", "field"}}``.
 
 Every handler raises ``ApiError`` (or lets Flask raise an HTTP error) before it stores
-or dispatches anything, so an error answer means nothing changed.
+or dispatches anything, so an error answer means nothing changed. The gunicorn worker
+(``api.worker``) answers requests it cannot parse in the same shape
+(``herald.errors.error_body``).
 """
 
 from __future__ import annotations
@@ -13,18 +15,9 @@ from flask import Flask, Response, jsonify
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-log = logging.getLogger(__name__)
+from herald.errors import HTTP_ERROR_CODES, error_body
 
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-    429: "too_many_requests",
-    503: "service_unavailable",
-}
+log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -42,7 +35,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def response(self) -> Response:
-        body: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
+        body = error_body(self.code, self.message, self.field)
         if self.details:
             body["details"] = self.details
         answer = jsonify(error=body)
@@ -83,7 +76,7 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = _HTTP_CODES.get(status, "http_error")
+        code = HTTP_ERROR_CODES.get(status, "http_error")
         message = exc.description or exc.name
         if status == 413:
             limit = app.config.get("MAX_CONTENT_LENGTH")
