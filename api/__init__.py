@@ -28,13 +28,14 @@ def create_app(config: Config | None = None) -> Flask:
 
     from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
     from herald import config as herald_config
-    from herald import services
+    from herald import logs, services
     from herald.errors import ConfigError
 
     try:
         cfg = config or herald_config.get()
     except ConfigError as exc:
         raise SystemExit(f"herald api: configuration error: {exc}") from None
+    logs.setup(cfg.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # type: ignore[attr-defined]

@@ -1,7 +1,9 @@
 """Error answers of the API: always JSON ``{"error": {"code", "message", "field"}}``.
 
 Every handler raises ``ApiError`` (or lets Flask raise an HTTP error) before it stores
-or dispatches anything, so an error answer means nothing changed. The gunicorn worker
+or dispatches anything, so an error answer means nothing changed. When Redis does not
+answer (or refuses writes) or the broker cannot take work, the answer is 503 with
+``Retry-After``, logged as one WARNING line without a traceback. The gunicorn worker
 (``api.worker``) answers requests it cannot parse in the same shape
 (``herald.errors.error_body``).
 """
@@ -11,13 +13,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+import redis
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from herald.errors import HTTP_ERROR_CODES, error_body
+from herald.errors import HTTP_ERROR_CODES, DispatchError, error_body
 
 log = logging.getLogger(__name__)
+
+# Seconds a client should wait before retrying while Redis or the broker is away.
+RETRY_AFTER = 5
+# Redis errors that mean "not now" rather than a bug: unreachable, loading, a
+# read-only replica after a failover, out of memory under noeviction.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError,
+                     redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)
 
 
 class ApiError(Exception):
@@ -49,6 +59,12 @@ def invalid(field: str | None, message: str) -> ApiError:
     return ApiError(400, "invalid_field", f"{field}: {message}" if field else message, field)
 
 
+def unavailable(code: str, message: str) -> ApiError:
+    """A 503 telling the client to come back in ``RETRY_AFTER`` seconds."""
+    return ApiError(503, code, f"{message}; retry in {RETRY_AFTER}s", None,
+                    headers={"Retry-After": str(RETRY_AFTER)})
+
+
 def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
     """A 400 from pydantic's errors: the first names the field, all are in ``details``."""
     details = [_detail(error, prefix) for error in exc.errors(include_url=False)]
@@ -64,6 +80,10 @@ def _detail(error: Any, prefix: str) -> dict[str, Any]:
     path = ".".join(str(part) for part in error["loc"])
     field = ".".join(p for p in (prefix, path) if p) or None
     return {"field": field, "message": error["msg"], "code": error["type"]}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def register(app: Flask) -> None:
@@ -87,6 +107,19 @@ def register(app: Flask) -> None:
             if value:
                 answer.headers[name] = value
         return answer
+
+    @app.errorhandler(DispatchError)
+    def _broker_down(exc: DispatchError) -> Response:
+        log.warning("%s %s: 503, %s", request.method, request.path, _one_line(exc))
+        return unavailable("broker_unavailable", "the broker cannot take work").response()
+
+    def _redis_down(exc: redis.RedisError) -> Response:
+        log.warning("%s %s: 503, Redis unavailable: %s", request.method, request.path,
+                    _one_line(exc))
+        return unavailable("redis_unavailable", "Redis is unavailable").response()
+
+    for kind in REDIS_UNAVAILABLE:
+        app.register_error_handler(kind, _redis_down)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
