@@ -18,8 +18,6 @@ if TYPE_CHECKING:
 
     from herald.config import Config
 
-MAX_BODY_BYTES = 64 * 1024
-
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the API for ``config`` (default: from the environment)."""
@@ -27,6 +25,7 @@ def create_app(config: Config | None = None) -> Flask:
     from flask_cors import CORS
 
     from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
+    from api.schemas import MAX_BODY_BYTES
     from herald import config as herald_config
     from herald import logs, services
     from herald.errors import ConfigError
@@ -37,7 +36,7 @@ def create_app(config: Config | None = None) -> Flask:
         raise SystemExit(f"herald api: configuration error: {exc}") from None
     logs.setup(cfg.log_level)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1  # see api.schemas.parse
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["herald"] = services.build(cfg)
     errors.register(app)

@@ -72,7 +72,7 @@ def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
     if first["code"] == "json_invalid":
         return ApiError(400, "invalid_json", f"body is not valid JSON: {first['message']}",
                         None)
-    return ApiError(400, "invalid_field", f"{first['field']}: {first['message']}",
+    return ApiError(400, "invalid_field", f"{first['field'] or 'body'}: {first['message']}",
                     first["field"], details=details)
 
 
@@ -96,12 +96,12 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = HTTP_ERROR_CODES.get(status, "http_error")
-        message = exc.description or exc.name
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"request body must be at most {limit} bytes"
-        answer = ApiError(status, code, message).response()
+            from api.schemas import too_large  # schemas imports this module
+
+            return too_large().response()
+        code = HTTP_ERROR_CODES.get(status, "http_error")
+        answer = ApiError(status, code, exc.description or exc.name).response()
         for name in ("Allow",):
             value = exc.get_response().headers.get(name)
             if value:
