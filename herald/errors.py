@@ -1,7 +1,8 @@
 """Errors that are part of Herald's contract across packages, and the shape of an error
 answer over HTTP: ``{"error": {"code", "message", "field"}}``.
 
-Imports nothing (the API's gunicorn master imports it before gevent patches a worker).
+Imports only the standard library: the API's gunicorn master imports it (through
+``api.worker``) before gevent patches a worker.
 """
 
 from __future__ import annotations
