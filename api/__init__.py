@@ -2,34 +2,42 @@
 
 ``create_app()`` is the factory (``gunicorn 'api:create_app()'``). Handlers validate the
 request fully before they store or dispatch anything; Redis pub/sub and SSE live
-elsewhere (``tasks`` publishes, ``streamer`` serves).
+elsewhere (``tasks`` publishes, ``streamer`` serves). The gunicorn worker is
+``api.worker``: the master process imports it before gevent patches the workers, so
+importing this package imports nothing but the standard library (``create_app`` imports
+the rest).
 """
 
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-from flask import Flask
-from flask_cors import CORS
+if TYPE_CHECKING:
+    from flask import Flask
 
-from herald import config as herald_config
-from herald import services
-from herald.config import Config, redact_url
-from herald.errors import ConfigError
-
-MAX_BODY_BYTES = 64 * 1024
+    from herald.config import Config
 
 
 def create_app(config: Config | None = None) -> Flask:
     """Build the API for ``config`` (default: from the environment)."""
+    from flask import Flask
+    from flask_cors import CORS
+
     from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
+    from api.schemas import MAX_BODY_BYTES
+    from herald import config as herald_config
+    from herald import logs, services
+    from herald.config import redact_url
+    from herald.errors import ConfigError
 
     try:
         cfg = config or herald_config.get()
     except ConfigError as exc:
         raise SystemExit(f"herald api: configuration error: {exc}") from None
+    logs.setup(cfg.log_level)
     app = Flask(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1  # see api.schemas.parse
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["herald"] = services.build(cfg)
     errors.register(app)

@@ -2,11 +2,16 @@
 
 The page (``web/demo``, bundled into ``web/dist`` by ``npm run build``) needs to send
 notifications and start jobs like a backend would, so ``/demo/config`` hands it the dev
-API key. That is why this blueprint is never registered with ``HERALD_ENV=production``.
+API key. That is why this blueprint is never registered with ``HERALD_ENV=production``,
+and why ``/demo/config`` answers only a same-origin ``fetch`` from this machine: the
+peer must be a loopback address, the ``Host`` a loopback name (a DNS-rebinding page
+sends its own name), and ``Sec-Fetch-Site`` must be ``same-origin`` (a page of another
+origin, or a request without the browser's fetch metadata, is refused); 403 otherwise.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, redirect, request, send_from_directory
@@ -18,6 +23,7 @@ bp = Blueprint("demo", __name__, url_prefix="/demo")
 
 WEB = Path(__file__).resolve().parent.parent / "web"
 LOOPBACK = ("127.0.0.1", "::1", "::ffff:127.0.0.1")
+LOOPBACK_HOST = re.compile(r"(127\.0\.0\.1|localhost|\[::1\])(:[0-9]{1,5})?", re.IGNORECASE)
 
 
 @bp.get("")
@@ -33,12 +39,27 @@ def index() -> Response:
 @bp.get("/config")
 def config() -> Response:
     """The demo's settings, dev API key included: for this machine's browsers only."""
-    if request.remote_addr not in LOOPBACK:
-        raise ApiError(403, "forbidden", "the demo configuration is served to this "
-                       "machine only", "remote_addr")
+    _check_same_machine_page()
     cfg = services().config
     return jsonify(api_url=request.host_url.rstrip("/"), streamer_url=cfg.streamer_url,
                    api_key=cfg.api_key)
+
+
+def _check_same_machine_page() -> None:
+    """Refuse (403) anything but the demo page's own fetch on this machine."""
+    if request.remote_addr not in LOOPBACK:
+        raise _refused("remote_addr", "the demo configuration is served to this machine "
+                       "only")
+    if not LOOPBACK_HOST.fullmatch(request.host):
+        raise _refused("Host", "must name this machine (127.0.0.1, localhost or [::1], "
+                       "with an optional port)")
+    if request.headers.get("Sec-Fetch-Site") != "same-origin":
+        raise _refused("Sec-Fetch-Site", "must be same-origin: only the demo page itself "
+                       "may read its configuration")
+
+
+def _refused(field: str, rule: str) -> ApiError:
+    return ApiError(403, "forbidden", f"{field}: {rule}", field)
 
 
 @bp.get("/<path:name>")

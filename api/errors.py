@@ -1,7 +1,11 @@
 """Error answers of the API: always JSON ``{"error": {"code", "message", "field"}}``.
 
 Every handler raises ``ApiError`` (or lets Flask raise an HTTP error) before it stores
-or dispatches anything, so an error answer means nothing changed.
+or dispatches anything, so an error answer means nothing changed. When Redis does not
+answer (or refuses writes) or the broker cannot take work, the answer is 503 with
+``Retry-After``, logged as one WARNING line without a traceback. The gunicorn worker
+(``api.worker``) answers requests it cannot parse in the same shape
+(``herald.errors.error_body``).
 """
 
 from __future__ import annotations
@@ -9,22 +13,21 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Flask, Response, jsonify
+import redis
+from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from herald.errors import HTTP_ERROR_CODES, DispatchError, error_body
+
 log = logging.getLogger(__name__)
 
-_HTTP_CODES = {
-    400: "bad_request",
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    415: "unsupported_media_type",
-    422: "unprocessable",
-    429: "too_many_requests",
-    503: "service_unavailable",
-}
+# Seconds a client should wait before retrying while Redis or the broker is away.
+RETRY_AFTER = 5
+# Redis errors that mean "not now" rather than a bug: unreachable, loading, a
+# read-only replica after a failover, out of memory under noeviction.
+REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError,
+                     redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)
 
 
 class ApiError(Exception):
@@ -42,7 +45,7 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def response(self) -> Response:
-        body: dict[str, Any] = {"code": self.code, "message": self.message, "field": self.field}
+        body = error_body(self.code, self.message, self.field)
         if self.details:
             body["details"] = self.details
         answer = jsonify(error=body)
@@ -56,6 +59,12 @@ def invalid(field: str | None, message: str) -> ApiError:
     return ApiError(400, "invalid_field", f"{field}: {message}" if field else message, field)
 
 
+def unavailable(code: str, message: str) -> ApiError:
+    """A 503 telling the client to come back in ``RETRY_AFTER`` seconds."""
+    return ApiError(503, code, f"{message}; retry in {RETRY_AFTER}s", None,
+                    headers={"Retry-After": str(RETRY_AFTER)})
+
+
 def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
     """A 400 from pydantic's errors: the first names the field, all are in ``details``."""
     details = [_detail(error, prefix) for error in exc.errors(include_url=False)]
@@ -63,7 +72,7 @@ def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
     if first["code"] == "json_invalid":
         return ApiError(400, "invalid_json", f"body is not valid JSON: {first['message']}",
                         None)
-    return ApiError(400, "invalid_field", f"{first['field']}: {first['message']}",
+    return ApiError(400, "invalid_field", f"{first['field'] or 'body'}: {first['message']}",
                     first["field"], details=details)
 
 
@@ -71,6 +80,10 @@ def _detail(error: Any, prefix: str) -> dict[str, Any]:
     path = ".".join(str(part) for part in error["loc"])
     field = ".".join(p for p in (prefix, path) if p) or None
     return {"field": field, "message": error["msg"], "code": error["type"]}
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def register(app: Flask) -> None:
@@ -83,17 +96,30 @@ def register(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
-        code = _HTTP_CODES.get(status, "http_error")
-        message = exc.description or exc.name
         if status == 413:
-            limit = app.config.get("MAX_CONTENT_LENGTH")
-            message = f"request body must be at most {limit} bytes"
-        answer = ApiError(status, code, message).response()
+            from api.schemas import too_large  # schemas imports this module
+
+            return too_large().response()
+        code = HTTP_ERROR_CODES.get(status, "http_error")
+        answer = ApiError(status, code, exc.description or exc.name).response()
         for name in ("Allow",):
             value = exc.get_response().headers.get(name)
             if value:
                 answer.headers[name] = value
         return answer
+
+    @app.errorhandler(DispatchError)
+    def _broker_down(exc: DispatchError) -> Response:
+        log.warning("%s %s: 503, %s", request.method, request.path, _one_line(exc))
+        return unavailable("broker_unavailable", "the broker cannot take work").response()
+
+    def _redis_down(exc: redis.RedisError) -> Response:
+        log.warning("%s %s: 503, Redis unavailable: %s", request.method, request.path,
+                    _one_line(exc))
+        return unavailable("redis_unavailable", "Redis is unavailable").response()
+
+    for kind in REDIS_UNAVAILABLE:
+        app.register_error_handler(kind, _redis_down)
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask import Blueprint, Response, jsonify, request
 
 from api import auth
@@ -14,6 +16,7 @@ from herald.ids import valid_id
 bp = Blueprint("inbox", __name__, url_prefix="/api/users/<user>/notifications")
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
+ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
 READ_EVENT = "notification.read"
 
 
@@ -60,6 +63,7 @@ def _limit() -> int:
     raw = request.args.get("limit")
     if raw is None:
         return DEFAULT_LIMIT
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
-        raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT}")
+    # ASCII digits only: str.isdigit() and int() also take "²" and "٣".
+    if not ASCII_DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT} (ASCII digits)")
     return int(raw)

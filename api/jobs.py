@@ -9,7 +9,6 @@ from api import auth
 from api.context import services
 from api.errors import ApiError, from_validation, invalid
 from api.schemas import JobIn, parse
-from herald.errors import DispatchError
 from herald.ids import valid_id
 from tasks import jobs
 
@@ -29,10 +28,7 @@ def start() -> tuple[Response, int]:
         params = kind.params.model_validate(body.params).model_dump()
     except ValidationError as exc:
         raise from_validation(exc, prefix="params") from None
-    try:
-        job_id = jobs.submit(services(), kind.name, params, body.owner)
-    except DispatchError as exc:
-        raise ApiError(503, "broker_unavailable", str(exc)) from exc
+    job_id = jobs.submit(services(), kind.name, params, body.owner)
     status_url = url_for("jobs.show", job_id=job_id, _external=True)
     answer = jsonify(id=job_id, status_url=status_url)
     answer.headers["Location"] = status_url

@@ -10,7 +10,6 @@ from api import auth
 from api.context import services
 from api.errors import ApiError, invalid
 from api.schemas import NotificationIn, parse
-from herald.errors import DispatchError
 from herald.ids import valid_id
 from herald.notifications import NewNotification
 from tasks import notifications as delivery
@@ -28,10 +27,7 @@ def create() -> tuple[Response, int]:
     key = _idempotency_key(api_key.id)
     body = parse(request, NotificationIn)
     new = _validated(body)
-    try:
-        created = delivery.submit(services(), new, key)
-    except DispatchError as exc:
-        raise ApiError(503, "broker_unavailable", str(exc)) from exc
+    created = delivery.submit(services(), new, key)
     if created.conflict:
         raise ApiError(422, "idempotency_key_reused",
                        f"{IDEMPOTENCY_HEADER} was used for a different request "

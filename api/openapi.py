@@ -157,7 +157,8 @@ ERRORS = {
     "415": "Body is not `application/json`.",
     "422": "The Idempotency-Key was used for a different request.",
     "429": "The API key's rate limit is reached (see `Retry-After`).",
-    "503": "Redis or the broker is unavailable; nothing was stored.",
+    "503": "Redis or the broker is unavailable (retry after `Retry-After` seconds); "
+           "nothing was stored, dispatched or published.",
 }
 USER = {"name": "user", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$"}}
@@ -177,6 +178,8 @@ def _operation(summary: str, ok: tuple[str, type[BaseModel], str], errors: list[
                auth: bool = True) -> dict[str, Any]:
     status, model, description = ok
     responses = {status: _json(model, description)}
+    if auth:  # every authenticated call reads Redis, which may be away
+        errors = [*dict.fromkeys([*errors, "503"])]
     responses.update({code: _json(Error, ERRORS[code]) for code in errors})
     operation: dict[str, Any] = {"summary": summary, "responses": responses}
     if body is not None:

@@ -1,7 +1,9 @@
 """Request bodies of the API and the rules each field follows.
 
 Models are strict (no type coercion) and forbid unknown fields; a body that breaks a
-rule is answered 400 naming the field and the rule (see ``api.errors``). The same
+rule is answered 400 naming the field and the rule (see ``api.errors``), one that is
+not a JSON object 400 ``body: ...``, and one over ``MAX_BODY_BYTES`` 413, whether its
+length is declared (``Content-Length``) or not (chunked). The same
 models describe the API in OpenAPI (JSON Schema 2020-12).
 """
 
@@ -15,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from api.errors import ApiError, from_validation
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
 from herald.tokens import GRANT_RULE, MAX_GRANTS
+
+MAX_BODY_BYTES = 64 * 1024
 
 UserName = Annotated[str, StringConstraints(pattern=f"^{USER_RULE}$")]
 TopicName = Annotated[str, StringConstraints(pattern=f"^{TOPIC_RULE}$")]
@@ -84,7 +88,18 @@ def parse(request: Request, model: type[Model]) -> Model:
     if not request.is_json:
         raise ApiError(415, "unsupported_media_type",
                        "Content-Type must be application/json")
+    # Werkzeug stops reading a streamed (chunked) body at MAX_CONTENT_LENGTH without a
+    # word; create_app sets it one byte over MAX_BODY_BYTES so a longer body shows here.
+    body = request.get_data(cache=True)
+    if len(body) > MAX_BODY_BYTES:
+        raise too_large()
     try:
-        return model.model_validate_json(request.get_data(cache=True) or b"")
+        return model.model_validate_json(body or b"")
     except ValidationError as exc:
         raise from_validation(exc) from None
+
+
+def too_large() -> ApiError:
+    """The 413 for a body over ``MAX_BODY_BYTES``, declared or streamed."""
+    return ApiError(413, "payload_too_large",
+                    f"request body must be at most {MAX_BODY_BYTES} bytes")

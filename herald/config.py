@@ -177,6 +177,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("HERALD_API_PORT", "api_port", "8000", _int(1, 65535), "Port of the API."),
     Setting("HERALD_API_WORKERS", "api_workers", "2", _int(1, 64),
             "gunicorn worker processes for the API in `herald run`."),
+    Setting("HERALD_API_HEAD_TIMEOUT", "api_head_timeout", "5", _int(1, 300),
+            "Seconds a client has to send each request head to the API, and that an idle "
+            "kept-alive connection stays open (gunicorn `--keep-alive`); slower "
+            "connections are closed."),
     Setting("HERALD_API_URL", "api_url", None, _url(_HTTP),
             "Where the CLI reaches the API; defaults to http://HERALD_API_HOST:HERALD_API_PORT."),
     Setting("HERALD_STREAMER_HOST", "streamer_host", "127.0.0.1", _text,
@@ -268,6 +272,7 @@ class Config:
     api_host: str
     api_port: int
     api_workers: int
+    api_head_timeout: int
     api_url: str
     streamer_host: str
     streamer_port: int

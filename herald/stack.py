@@ -37,6 +37,13 @@ from herald.processes import Command, Output, Supervisor, stop_on
 
 HEALTH_WAIT = 90.0
 STOP_GRACE = 10.0  # seconds a service has to stop on SIGTERM before SIGKILL
+# The API's gunicorn worker and request-head limits (docker-compose.yml and the
+# Dockerfile pass the same): gevent, so a slow client holds a greenlet rather than a
+# worker; request line <= 4094 bytes (414), <= 32 header fields of <= 8190 bytes (431).
+# See api.worker.
+API_WORKER = ("--worker-class", "api.worker.ApiWorker")
+API_HEAD_LIMITS = ("--limit-request-line", "4094", "--limit-request-fields", "32",
+                   "--limit-request-field_size", "8190")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)
 
 
@@ -60,8 +67,10 @@ def services(cfg: Config) -> list[Service]:
     return [
         Service("api", [
             python, "-m", "gunicorn", "--bind", f"{cfg.api_host}:{cfg.api_port}",
-            "--workers", str(cfg.api_workers), "--graceful-timeout", "5",
-            "--access-logfile", "-", "api:create_app()",
+            "--workers", str(cfg.api_workers), *API_WORKER,
+            "--keep-alive", str(cfg.api_head_timeout), *API_HEAD_LIMITS,
+            "--control-socket", str(cfg.home / f"gunicorn-api-{cfg.api_port}.ctl"),
+            "--graceful-timeout", "5", "--access-logfile", "-", "api:create_app()",
         ], f"{cfg.api_url}/healthz"),
         Service("worker", [
             python, "-m", "celery", "-A", "tasks.app", "worker",

@@ -3,13 +3,16 @@
 Every task declared with ``job_kind`` runs on ``JobTask``, which publishes to the
 owner's topic ``user:<owner>``, once per run and in this order: ``job.started``, any
 number of ``job.progress`` (from ``self.progress(done, total)``), then ``job.succeeded``
-or ``job.failed`` (``job.retrying`` before a retry). ``submit`` publishes ``job.queued``
-before it dispatches, so ``job.queued`` always comes first. Every event's data is
+or ``job.failed`` (``job.retrying`` before a retry). ``job.queued`` comes before all of
+them, once per job: ``submit`` publishes it after the broker took the task, and the
+worker before ``job.started``, with one idempotency key, so whichever comes first
+publishes it and the other is a no-op. Every event's data is
 ``{"job_id", "kind", "state", "done", "total"}`` plus ``result`` or ``error`` at the end.
 A task redelivered after its worker died runs again and publishes ``job.started`` again.
 
-Lifecycle events are best effort: when Redis refuses them, the job still runs and the
-failure is logged.
+A job the broker refuses is not a job: ``submit`` removes its record and publishes
+nothing. Lifecycle events are best effort: when Redis refuses them, the job still runs
+and the failure is logged.
 """
 
 from __future__ import annotations
@@ -72,6 +75,11 @@ class JobTask(Task):
     """Base class of job tasks: records state and publishes lifecycle events."""
 
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
+        if not self.request.retries:
+            try:
+                _announce_queued(services.default(), task_id)
+            except redis.RedisError:
+                log.warning("job %s: could not publish job.queued", task_id, exc_info=True)
         self._transition(task_id, STARTED, started_at=now_ms(), error="")
 
     def on_success(self, retval: Any, task_id: str, args: tuple, kwargs: dict) -> None:
@@ -110,36 +118,46 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _announce(svc: Services, job_id: str, event_type: str, key: str | None = None) -> None:
+def _announce(svc: Services, job_id: str, event_type: str, key: str | None = None,
+              state: str | None = None) -> None:
     job = svc.jobs.describe(job_id)
     if job is None:
         return
-    data = {"job_id": job_id, "kind": job["kind"], "state": job["state"],
-            **job["progress"]}
-    if job["state"] == SUCCEEDED:
+    state = state or job["state"]
+    data = {"job_id": job_id, "kind": job["kind"], "state": state, **job["progress"]}
+    if state == SUCCEEDED:
         data["result"] = job["result"]
-    elif job["state"] in (FAILED, RETRYING):
+    elif state in (FAILED, RETRYING):
         data["error"] = job["error"]
     svc.publisher.publish(user_topic(job["owner"]), data, event_type, key)
 
 
+def _announce_queued(svc: Services, job_id: str) -> None:
+    """Publish ``job.queued`` unless the API or the worker already did."""
+    _announce(svc, job_id, "job.queued", f"job:{job_id}:queued", state=QUEUED)
+
+
 def submit(svc: Services, kind: str, params: dict[str, Any], owner: str) -> str:
-    """Record a job, publish ``job.queued`` to its owner and dispatch it; return its id.
+    """Record a job, dispatch it and publish ``job.queued`` to its owner; return its id.
 
     ``params`` must already be validated by the kind's model. Raises ``DispatchError``
-    when the broker cannot take the task; the record is then removed and the owner
-    receives ``job.failed``.
+    when the broker cannot take the task: the record is then removed and nothing is
+    published. A Redis error before dispatching propagates (nothing was dispatched);
+    once dispatched, failing to publish ``job.queued`` is only logged (the worker
+    publishes it before ``job.started``).
     """
     job_id = new_id("j")
     svc.jobs.create(job_id, kind, params, owner)
-    _announce(svc, job_id, "job.queued")
     try:
         KINDS[kind].task.apply_async(kwargs=params, task_id=job_id)
     except OperationalError as exc:
-        svc.jobs.update(job_id, state=FAILED, error=f"could not be queued: {exc}")
-        _announce(svc, job_id, "job.failed")
         svc.jobs.delete(job_id)
         raise DispatchError(f"broker unavailable: {exc}") from exc
+    try:
+        _announce_queued(svc, job_id)
+    except redis.RedisError as exc:
+        log.warning("job %s: dispatched; could not publish job.queued (the worker will): "
+                    "%s", job_id, exc)
     return job_id
 
 

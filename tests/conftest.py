@@ -14,7 +14,6 @@ import secrets
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -130,6 +129,7 @@ class Process:
 
     def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
         self.name = name
+        self.url = ""  # where it serves, for servers
         self.log_path = Path(_HOME) / f"{name}-{time.monotonic_ns()}.log"
         self._log = self.log_path.open("wb")
         self.popen = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._log,
@@ -208,21 +208,6 @@ def start_streamer(env: dict[str, str], port: int | None = None,
     return process, url
 
 
-def start_api(env: dict[str, str], name: str = "api") -> tuple[Process, str]:
-    """The API under gunicorn, as ``herald run`` starts it, on a free port.
-
-    Returned once its /healthz says ok (Redis and the broker answer).
-    """
-    from herald.stack import services as stack_services
-
-    env = {**env, "HERALD_API_PORT": str(free_port()), "HERALD_API_WORKERS": "1"}
-    cfg = herald_config.load(env)
-    command = next(s.command for s in stack_services(cfg) if s.name == "api")
-    process = Process(name, command, env)
-    _wait_healthy(process, f"{cfg.api_url}/healthz", timeout=30)
-    return process, cfg.api_url
-
-
 @pytest.fixture(scope="session")
 def streamer() -> Iterator[str]:
     process, url = start_streamer(CHILD_ENV)
@@ -230,18 +215,46 @@ def streamer() -> Iterator[str]:
     process.stop()
 
 
+def start_api(env: dict[str, str], name: str = "api",
+              healthy: bool = True) -> tuple[Process, str]:
+    """The API under gunicorn, started with the command ``herald run`` uses, on a free
+    port; returned once ``/healthz`` answers (200, or anything when not ``healthy``)."""
+    from herald.stack import services as stack
+
+    port = free_port()
+    env = {**env, "HERALD_API_HOST": "127.0.0.1", "HERALD_API_PORT": str(port)}
+    command = next(s.command for s in stack(herald_config.load(env)) if s.name == "api")
+    process = Process(name, command, env)
+    url = process.url = f"http://127.0.0.1:{port}"
+
+    def answers() -> bool:
+        if process.popen.poll() is not None:
+            raise AssertionError(f"the API exited:\n{process.log()}")
+        try:
+            status = httpx.get(f"{url}/healthz", timeout=2).status_code
+        except httpx.HTTPError:
+            return False
+        return status == 200 or not healthy
+
+    try:
+        wait_until(answers, 30, every=0.1, what=f"{name} /healthz")
+    except AssertionError:
+        process.stop()
+        raise
+    return process, url
+
+
 @pytest.fixture(scope="session")
-def api_url(config: Config) -> Iterator[str]:
-    """The Flask API on a real threaded HTTP server in this process."""
-    from werkzeug.serving import make_server
+def api_server() -> Iterator[Process]:
+    """The API under gunicorn as ``herald run`` starts it (gevent worker, head limits)."""
+    process, _ = start_api(CHILD_ENV)
+    yield process
+    process.stop()
 
-    from api import create_app
 
-    server = make_server("127.0.0.1", 0, create_app(config), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
+@pytest.fixture(scope="session")
+def api_url(api_server: Process) -> str:
+    return api_server.url
 
 
 @pytest.fixture

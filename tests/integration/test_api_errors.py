@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 pytestmark = pytest.mark.usefixtures("clean", "unchanged")
@@ -21,6 +23,8 @@ CASES = [
      "application/json"),
     ("POST", N, {"content": "{", "headers": {"Content-Type": "application/json"}}, 400, None,
      "not valid JSON"),
+    ("POST", N, {"json": [OK]}, 400, None, "body: Input should be an object"),
+    ("POST", "/api/events", {"json": "t"}, 400, None, "body: Input should be an object"),
     ("POST", N, {"json": body(title=...)}, 400, "title", "required"),
     ("POST", N, {"json": body(title="")}, 400, "title", "at least 1"),
     ("POST", N, {"json": body(title="x" * 201)}, 400, "title", "at most 200"),
@@ -49,6 +53,10 @@ CASES = [
     ("GET", "/api/users/alice/notifications?limit=0", {}, 400, "limit", "1 to 100"),
     ("GET", "/api/users/alice/notifications?limit=101", {}, 400, "limit", "1 to 100"),
     ("GET", "/api/users/alice/notifications?limit=ten", {}, 400, "limit", "integer"),
+    # Unicode digits: "²" (int() refuses it) and Arabic-Indic "٣" (int() reads 3).
+    ("GET", "/api/users/alice/notifications?limit=%C2%B2", {}, 400, "limit", "ASCII digits"),
+    ("GET", "/api/users/alice/notifications?limit=%D9%A3", {}, 400, "limit", "ASCII digits"),
+    ("GET", "/api/users/alice/notifications?limit=5%0A", {}, 400, "limit", "ASCII digits"),
     ("GET", "/api/users/alice/notifications?cursor=zzz", {}, 400, "cursor", "next_cursor"),
     ("POST", "/api/users/alice/notifications/read", {"json": {}}, 400, "ids", "either"),
     ("POST", "/api/users/alice/notifications/read", {"json": {"all": False}}, 400, "ids",
@@ -104,3 +112,20 @@ def test_refused_with_a_clear_error(api, method, path, kwargs, status, field, wo
     assert set(error) >= {"code", "message", "field"}
     assert error["field"] == field
     assert words in error["message"]
+
+
+def _streamed(size: int) -> Iterator[bytes]:
+    """A JSON event body of about ``size`` bytes, sent chunked (no Content-Length)."""
+    yield b'{"topic": "t", "data": "'
+    for _ in range(size // 1024):
+        yield b"x" * 1024
+    yield b'"}'
+
+
+@pytest.mark.parametrize("size", [70 * 1024, 1024 * 1024])
+def test_a_chunked_body_over_the_limit_is_413(api, size):
+    answer = api.post("/api/events", content=_streamed(size),
+                      headers={"Content-Type": "application/json"})
+    assert answer.status_code == 413, answer.text
+    assert answer.json()["error"]["code"] == "payload_too_large"
+    assert "65536 bytes" in answer.json()["error"]["message"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import shutil
 import subprocess
@@ -54,3 +56,31 @@ def test_services_healthchecks_limits_and_auth():
     for name in ("api", "worker", "streamer", "flower"):
         env = services[name]["environment"]
         assert env["HERALD_ENV"] == "production" and env["HERALD_SECRET"] == "s" * 40
+
+
+def _options(command: list[str]) -> dict[str, str]:
+    """The ``--name value`` pairs of a command line."""
+    return {arg: value for arg, value in itertools.pairwise(command)
+            if arg.startswith("--")}
+
+
+def _dockerfile_command() -> list[str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    line = next(line for line in text.splitlines() if line.startswith("CMD "))
+    return json.loads(line.removeprefix("CMD "))
+
+
+def test_the_api_runs_with_the_worker_and_limits_of_herald_run(config):
+    from herald.stack import services as stack
+
+    herald_run = _options(next(s.command for s in stack(config) if s.name == "api"))
+    result = _config(SECRETS)
+    assert result.returncode == 0, result.stderr
+    compose = yaml.safe_load(result.stdout)["services"]["api"]["command"]
+    same = ("--worker-class", "--keep-alive", "--limit-request-line",
+            "--limit-request-fields", "--limit-request-field_size")
+    for command in (compose, _dockerfile_command()):
+        options = _options(command)
+        assert {name: options.get(name) for name in same} == {
+            name: herald_run[name] for name in same}
+        assert options["--control-socket"].startswith("/var/lib/herald/")
