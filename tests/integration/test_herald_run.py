@@ -171,9 +171,14 @@ def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack)
         return tasks is not None and sent.json()["id"] in tasks.json()
 
     wait_until(flower_saw_it, 30, every=0.5, what="Flower to see the task")
-    workers = httpx.get(stack.url("flower", "/api/workers?refresh=1"), auth=auth,
-                        timeout=10).json()
-    assert any(name.startswith("herald@") for name in workers), workers
+
+    def flower_sees_the_worker() -> bool:
+        # The worker may still be starting when the API has already sent the task.
+        workers = _get(stack.url("flower", "/api/workers?refresh=1"), auth=auth)
+        return workers is not None and any(
+            name.startswith("herald@") for name in workers.json())
+
+    wait_until(flower_sees_the_worker, 60, every=1.0, what="Flower to list the worker")
 
 
 def test_no_password_on_any_command_line(stack):
