@@ -12,7 +12,10 @@ Guarantees:
   reader never holds more than ``limit`` bytes nor delays other clients; so is one whose
   queue cannot be written within ``write_timeout`` seconds;
 - until ``attach`` (while the handshake is written) frames are queued, so a client never
-  receives an event ahead of its response headers.
+  receives an event ahead of its response headers;
+- ``finish`` sends a last message after everything already queued, then closes: nothing
+  is sent after it, and the connection is closed gracefully (shut down for writing,
+  then lingering), so the peer reads that message rather than a reset.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from herald.tokens import Grant
+from streamer.reply import reply_and_close
 from streamer.websocket import MAX_MESSAGE, close_frame
 
 log = logging.getLogger(__name__)
@@ -45,9 +49,9 @@ class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
     __slots__ = ("_message", "_on_close", "_watcher", "_writer", "close_reason", "closed",
-                 "fd", "grant", "head", "input", "limit", "on_text", "peer", "pending",
-                 "pending_bytes", "prelive", "sock", "token_id", "topics", "transport", "user",
-                 "write_timeout", "ws")
+                 "ending", "fd", "grant", "head", "input", "limit", "on_text", "peer",
+                 "pending", "pending_bytes", "prelive", "sock", "token_id", "topics",
+                 "transport", "user", "write_timeout", "ws")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
                  write_timeout: float = 30.0, peer: str = "", transport: str = SSE) -> None:
@@ -61,6 +65,7 @@ class Client:
         self.fd = -1
         self.closed = False
         self.close_reason = ""
+        self.ending = ""  # set by ``finish``: the reason it will close for
         self.input = 0
         self.head = b""  # the response head and first comment, written first
         self.transport = transport
@@ -116,8 +121,9 @@ class Client:
             self.pending = None
 
     def send(self, data: bytes) -> bool:
-        """Write ``data`` without blocking; False when the client had to be closed."""
-        if self.closed:
+        """Write ``data`` without blocking; False when the client had to be closed (or is
+        finishing: nothing goes out after its last message)."""
+        if self.closed or self.ending:
             return False
         if self.pending is None:
             try:
@@ -150,8 +156,27 @@ class Client:
             self._start_writer()
         return True
 
-    def close(self, reason: str) -> None:
-        """Close the connection once; the hub forgets the client via ``on_close``."""
+    def finish(self, last: bytes, reason: str) -> None:
+        """Send ``last`` after whatever is queued, then close for ``reason``.
+
+        Nothing is sent after ``last``; the caller has already taken the client out of
+        the fan-out. A client behind is closed by its writer once the queue is written
+        (within ``write_timeout``, and at once if the queue passes ``limit``).
+        """
+        if self.closed or self.ending:
+            return
+        self.ending = reason
+        if self.pending is None or self.sock is None:
+            self.close(reason, last)
+        elif not self.enqueue(last):
+            self.close(TOO_SLOW)
+
+    def close(self, reason: str, last: bytes = b"") -> None:
+        """Close the connection once; the hub forgets the client via ``on_close``.
+
+        A finishing client (see ``finish``) sends ``last`` and closes gracefully;
+        any other is shut down at once.
+        """
         if self.closed:
             return
         self.closed = True
@@ -166,7 +191,11 @@ class Client:
             self._watcher.close()
             self._watcher = None
         if self.sock is not None:
-            self._release(self.sock)
+            if self.ending and self._writer in (None, gevent.getcurrent()):
+                self._writer = None
+                reply_and_close(self.sock, last)
+            else:
+                self._release(self.sock)
         if self._on_close is not None:
             self._on_close(self)
 
@@ -249,7 +278,9 @@ class Client:
                 if self.closed or not self.pending:
                     break
                 self._write_some(self.pending)
-            if not self.closed:
+            if self.ending and not self.closed:
+                self.close(self.ending)
+            elif not self.closed:
                 self.pending = None
         except OSError as exc:
             self.close(f"write failed: {exc}")

@@ -20,7 +20,10 @@ Guarantees:
 - the hub asks the broker for a topic when its first local client arrives and lets it
   go when its last one leaves, so a streamer receives from Redis only what its clients
   want;
-- a client is forgotten the moment it closes, not at the next event on its topics.
+- a client is forgotten the moment it closes, not at the next event on its topics;
+- a client's stream ends when its token expires (see ``streamer.expiry``): at its
+  ``exp``, after every event dispatched to it before, it is sent ``token-expired`` and
+  closed, and it receives nothing after that.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import gevent
 import gevent.event
 
 from herald.event import Event, id_key, sse_comment, sse_frame
+from herald.tokens import Grant
 from streamer.client import SSE, TOO_SLOW, Client
+from streamer.expiry import TOKEN_EXPIRED, Deadlines, last_words
 from streamer.history import Key, Replay, reset_envelope
 from streamer.websocket import PING, text_frame
 
@@ -99,6 +104,7 @@ class Hub:
         # Redis position all earlier events of subscribed topics have been dispatched to.
         self.latest: Key | None = None
         self._position_waiters: dict[str, gevent.event.Event] = {}  # one per topic
+        self.expiries: Deadlines[Client] = Deadlines(self._expire_all)
         self.events_in = 0
         self.deliveries = 0
         self.dropped = 0
@@ -118,6 +124,8 @@ class Hub:
         self.per_user[client.user] = self.per_user.get(client.user, 0) + 1
         client.on_close(self.remove)
         client.prelive = []
+        if client.grant is not None:
+            self.expiries.add(client, client.grant.expires_at)
         for topic in client.topics:
             self._use(topic)
             self._joining.setdefault(topic, set()).add(client)
@@ -159,6 +167,7 @@ class Hub:
         if client not in self.clients:
             return
         self.clients.discard(client)
+        self.expiries.discard(client)
         left = self.per_user.get(client.user, 1) - 1
         if left:
             self.per_user[client.user] = left
@@ -335,6 +344,40 @@ class Hub:
                 self.heartbeat(idle_for=interval / 2)
 
         return gevent.spawn(beat)
+
+    def reauthorize(self, client: Client, grant: Grant) -> None:
+        """Let ``grant`` govern ``client`` from now on: its expiry and its revocation."""
+        client.grant = grant
+        client.token_id = grant.token_id
+        if client in self.clients:
+            self.expiries.add(client, grant.expires_at)
+
+    def expire(self, client: Client) -> None:
+        """End ``client``'s stream because its token expired.
+
+        A live client gets ``token-expired`` after everything already sent to it, then
+        is closed; it is out of the fan-out at once, so nothing follows. A client
+        still joining has no stream yet: it is closed (its handshake answers 401).
+        """
+        if client.closed or client.ending:
+            return
+        if client.prelive is not None:
+            client.close(TOKEN_EXPIRED)
+            return
+        self.remove(client)
+        exp = client.grant.expires_at if client.grant is not None else 0
+        client.finish(last_words(client.transport, exp), TOKEN_EXPIRED)
+
+    def _expire_all(self, clients: list[Client]) -> None:
+        """The expiry timer's callback: one failure must not spare the others."""
+        for client in clients:
+            try:
+                self.expire(client)
+            except Exception:
+                log.exception("could not end the stream of %s of %s", client.peer,
+                              client.user)
+                client.close(TOKEN_EXPIRED)
+        log.debug("%d stream(s) ended: token expired", len(clients))
 
     def close_tokens(self, token_ids: set[str], reason: str) -> int:
         """Close every client whose token id is in ``token_ids``; return how many."""
