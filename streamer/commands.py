@@ -87,7 +87,7 @@ class Commands:
         except Refused as exc:
             client.send(error_reply(op, ref, exc.code, exc.message, exc.field))
         if self._expired(client):  # the answer went out; now the stream ends
-            self.hub.expire(client)
+            self.hub.expire((client,))
 
     @staticmethod
     def _expired(client: Client) -> bool:

@@ -49,6 +49,7 @@ HEARTBEAT = sse_comment("heartbeat")
 
 
 HEARTBEAT_SLICE = 500  # writes between yields, so a heartbeat pass never holds events up
+# (and so does ending the streams of many clients whose tokens expire at once)
 
 
 class Group:
@@ -104,7 +105,7 @@ class Hub:
         # Redis position all earlier events of subscribed topics have been dispatched to.
         self.latest: Key | None = None
         self._position_waiters: dict[str, gevent.event.Event] = {}  # one per topic
-        self.expiries: Deadlines[Client] = Deadlines(self._expire_all)
+        self.expiries: Deadlines[Client] = Deadlines(self.expire)
         self.events_in = 0
         self.deliveries = 0
         self.dropped = 0
@@ -352,32 +353,45 @@ class Hub:
         if client in self.clients:
             self.expiries.add(client, grant.expires_at)
 
-    def expire(self, client: Client) -> None:
-        """End ``client``'s stream because its token expired.
+    def expire(self, clients: Iterable[Client]) -> None:
+        """End these clients' streams because their tokens expired.
 
-        A live client gets ``token-expired`` after everything already sent to it, then
-        is closed; it is out of the fan-out at once, so nothing follows. A client
-        still joining has no stream yet: it is closed (its handshake answers 401).
+        Live clients leave the fan-out at once, so nothing follows; each then gets
+        ``token-expired`` after everything already sent to it, and is closed (a few
+        hundred at a time, so a crowd sharing one token does not hold events up). A
+        client still joining has no stream yet: it is closed (its handshake answers
+        401).
         """
-        if client.closed or client.ending:
-            return
-        if client.prelive is not None:
-            client.close(TOKEN_EXPIRED)
-            return
-        self.remove(client)
-        exp = client.grant.expires_at if client.grant is not None else 0
-        client.finish(last_words(client.transport, exp), TOKEN_EXPIRED)
-
-    def _expire_all(self, clients: list[Client]) -> None:
-        """The expiry timer's callback: one failure must not spare the others."""
+        ending = []
         for client in clients:
+            if client.closed or client.ending:
+                continue
+            if client.prelive is not None:
+                client.close(TOKEN_EXPIRED)
+                continue
+            self.remove(client)
+            ending.append(client)
+        if len(ending) <= HEARTBEAT_SLICE:
+            self._finish(ending)
+        else:
+            gevent.spawn(self._finish_in_slices, ending)
+
+    def _finish(self, clients: list[Client]) -> None:
+        words: dict[tuple[str, int], bytes] = {}  # one encoding per transport and exp
+        for client in clients:
+            key = (client.transport, client.grant.expires_at if client.grant else 0)
+            last = words.get(key) or words.setdefault(key, last_words(*key))
             try:
-                self.expire(client)
-            except Exception:
+                client.finish(last, TOKEN_EXPIRED)
+            except Exception:  # one failure must not spare the others
                 log.exception("could not end the stream of %s of %s", client.peer,
                               client.user)
                 client.close(TOKEN_EXPIRED)
-        log.debug("%d stream(s) ended: token expired", len(clients))
+
+    def _finish_in_slices(self, clients: list[Client]) -> None:
+        for start in range(0, len(clients), HEARTBEAT_SLICE):
+            self._finish(clients[start:start + HEARTBEAT_SLICE])
+            gevent.sleep(0)
 
     def close_tokens(self, token_ids: set[str], reason: str) -> int:
         """Close every client whose token id is in ``token_ids``; return how many."""

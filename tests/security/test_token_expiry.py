@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from urllib.parse import urlencode
 
+import gevent
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
@@ -241,4 +242,36 @@ def test_a_command_after_expiry_is_refused_and_ends_the_connection():
     assert (close_op, struct.unpack("!H", close[:2])[0], close[2:]) == (
         0x8, 4001, b"token expired")
     assert client.closed and client not in hub.clients
+    hub.expiries.stop()
+
+
+def test_a_crowd_sharing_one_token_all_get_token_expired_and_eof():
+    """More clients than one slice (the hub ends them a few hundred at a time)."""
+    hub = Hub(lambda topic: None, lambda topic: None)
+    grant = Grant("hal", (), int(time.time()) + 600, "shared")
+    peers, clients = [], []
+    with socket.create_server(("127.0.0.1", 0), backlog=1024) as server:
+        for _ in range(1200):
+            peers.append(socket.create_connection(server.getsockname()))
+            ours, _ = server.accept()
+            ours.setblocking(False)
+            client = Client("hal", "shared", ("user:hal",), 65536)
+            client.grant = grant
+            hub.add(client)
+            client.attach(ours)
+            clients.append(client)
+    hub.expire(list(hub.clients))
+    assert hub.clients == set() and hub.per_user == {}, "all out of the fan-out at once"
+    for _ in range(500):  # the slices after the first run in a greenlet
+        if all(c.closed for c in clients):
+            break
+        gevent.sleep(0.01)
+    last = f'event: token-expired\ndata: {{"exp":{grant.expires_at}}}\n\n'.encode()
+    for peer in peers:
+        peer.settimeout(2)
+        received = b""
+        while chunk := peer.recv(4096):
+            received += chunk
+        assert received == last
+        peer.close()
     hub.expiries.stop()
