@@ -132,12 +132,15 @@ def listen(topics: tuple[str, ...], user: str, raw: bool) -> None:
     cfg = _config()
     owners = [t.split(":", 1)[1] for t in topics if t.startswith("user:")]
     who = owners[0] if len(owners) == 1 else user
+    def fresh() -> str:
+        return tokens.mint(cfg.secret, who, topics, cfg.token_max_ttl)[0]
+
     try:
-        minted, _ = tokens.mint(cfg.secret, who, topics, cfg.token_max_ttl)
+        fresh()
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="TOPICS") from exc
     try:
-        listen_loop(cfg.streamer_url, minted, list(topics), raw=raw)
+        listen_loop(cfg.streamer_url, fresh, list(topics), raw=raw)
     except ListenError as exc:
         raise click.ClickException(f"the streamer refused: {exc}") from exc
     except KeyboardInterrupt:

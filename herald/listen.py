@@ -2,7 +2,9 @@
 
 It reconnects after a lost connection (waiting the server's ``retry:`` hint) and sends
 ``Last-Event-ID`` (the last event's id, or the stream's ``ready`` position) so the
-streamer resumes where it left off. A 4xx answer (bad token,
+streamer resumes where it left off. Each connection gets a fresh token from ``token()``:
+when the streamer ends the stream because its token expired (``token-expired``), it
+reconnects at once with a new one and misses nothing. A 4xx answer (bad token,
 topic not granted) is final: it is printed and the command exits with status 1.
 """
 
@@ -34,25 +36,32 @@ def format_event(event: Event) -> str:
     return f"{moment} {event.topic} {event.type} {data}"
 
 
-def listen(url: str, token: str, topics: list[str], out: TextIO = sys.stdout,
+def listen(url: str, token: Callable[[], str], topics: list[str], out: TextIO = sys.stdout,
            err: TextIO = sys.stderr, raw: bool = False,
            stop: Callable[[], bool] = lambda: False) -> None:
-    """Print events of ``topics`` until ``stop()`` is true or a 4xx ends it."""
+    """Print events of ``topics`` until ``stop()`` is true or a 4xx ends it.
+
+    ``token`` returns a fresh subscriber token; it is called for every connection.
+    """
     last_id: str | None = None
     delay = DEFAULT_RETRY
     while not stop():
+        expired = False
         try:
-            last_id, delay = _stream(url, token, topics, last_id, delay, out, err, raw, stop)
+            last_id, delay, expired = _stream(url, token(), topics, last_id, delay, out, err,
+                                              raw, stop)
         except (httpx.HTTPError, SSEError) as exc:
             print(f"herald listen: connection lost ({exc}); retrying in {delay:.1f}s",
                   file=err, flush=True)
-        if not stop():
+        if not stop() and not expired:
             time.sleep(delay)
 
 
 def _stream(url: str, token: str, topics: list[str], last_id: str | None, delay: float,
             out: TextIO, err: TextIO, raw: bool,
-            stop: Callable[[], bool]) -> tuple[str | None, float]:
+            stop: Callable[[], bool]) -> tuple[str | None, float, bool]:
+    """One connection; returns the position reached, the retry delay, and whether it
+    ended because its token expired."""
     headers = {"Last-Event-ID": last_id} if last_id else {}
     params = {"topics": ",".join(topics), "token": token}
     timeout = httpx.Timeout(10.0, read=None)
@@ -68,6 +77,10 @@ def _stream(url: str, token: str, topics: list[str], last_id: str | None, delay:
                 last_id = sse.id
             if sse.event == "ready":
                 continue  # the stream's starting position, kept in last_id above
+            if sse.event == "token-expired":  # no id: last_id is still our position
+                print("herald listen: token expired; reconnecting with a fresh one",
+                      file=err, flush=True)
+                return last_id, delay, True
             if sse.event == "resumed":
                 print(f"herald listen: resumed, {sse.json().get('replayed')} missed events "
                       "replayed", file=err, flush=True)
@@ -76,7 +89,7 @@ def _stream(url: str, token: str, topics: list[str], last_id: str | None, delay:
                       file=out, flush=True)
             if stop():
                 break
-    return last_id, delay
+    return last_id, delay, False
 
 
 def _check(response: httpx.Response) -> None:

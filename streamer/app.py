@@ -11,6 +11,10 @@ that moment. When the topics are already subscribed and there is nothing to repl
 (the usual case) the whole handshake runs in the event loop's callback, without a
 greenlet.
 
+A stream lasts as long as its token: at the token's ``exp`` it gets a last
+``token-expired`` message and is closed (see ``streamer.expiry``); a WebSocket can swap
+in a fresh token before then with the ``auth`` command.
+
 Resuming: with a ``Last-Event-ID`` header (sent by browsers when they reconnect) or a
 ``last_event_id`` parameter (for page reloads; the header wins), the client first gets
 the events of its topics published after that position, from history, then live
@@ -42,6 +46,7 @@ from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import SSE, WS, Client
 from streamer.commands import Commands
+from streamer.expiry import TOKEN_EXPIRED
 from streamer.history import History, Key, reset_envelope
 from streamer.hub import Frames, Hub, decode
 from streamer.protocol import BadRequest, Request, response
@@ -231,7 +236,10 @@ class Streamer:
             reply_and_close(sock, error.answer())
             return
         if client.closed:
-            sock.close()
+            if client.close_reason == TOKEN_EXPIRED:  # expired while joining: no stream
+                reply_and_close(sock, _unauthorized(TOKEN_EXPIRED).answer())
+            else:
+                sock.close()
             return
         client.begin_with(preamble)
         self.hub.activate(client, after, marker)
@@ -271,11 +279,19 @@ class Streamer:
         if not token:
             raise _unauthorized("a token is required (?token=, Bearer or cookie)")
         try:
-            grant = tokens.verify(self.config.secret, token, self.config.token_algorithms)
+            return self.grant_for(token)
         except TokenError as exc:
             raise _unauthorized(str(exc)) from None
+
+    def grant_for(self, token: str) -> Grant:
+        """What ``token`` allows; ``TokenError`` when it is invalid, expired or revoked.
+
+        The one check of a token for this process: a stream's handshake and the
+        WebSocket ``auth`` command both go through it.
+        """
+        grant = tokens.verify(self.config.secret, token, self.config.token_algorithms)
         if grant.token_id in self.revoked:
-            raise _unauthorized("token revoked")
+            raise TokenError("token revoked")
         return grant
 
     def _topics(self, request: Request, grant: Grant) -> tuple[str, ...]:

@@ -18,7 +18,10 @@ Guarantees:
   frame with a code and the reason, when it is within ``limit``: a client dropped as too
   slow cannot take more bytes, so its connection is simply shut;
 - nothing the peer sends can leave its socket unwatched: an error while handling its
-  input closes the client (1011 for a WebSocket) and is logged.
+  input closes the client (1011 for a WebSocket) and is logged;
+- ``finish`` sends a last message after everything already queued, then closes: nothing
+  is sent after it, and the connection is closed gracefully (shut down for writing,
+  then lingering), so the peer reads that message rather than a reset.
 """
 
 from __future__ import annotations
@@ -57,7 +60,7 @@ class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
     __slots__ = ("_message", "_on_close", "_watcher", "_writer", "backlog", "close_reason",
-                 "closed", "fd", "grant", "head", "input", "limit", "on_text", "peer",
+                 "closed", "ending", "fd", "grant", "head", "input", "limit", "on_text", "peer",
                  "pending", "pending_bytes", "prelive", "sock", "token_id", "topics",
                  "transport", "user", "write_timeout", "ws")
 
@@ -73,6 +76,7 @@ class Client:
         self.fd = -1
         self.closed = False
         self.close_reason = ""
+        self.ending = ""  # set by ``finish``: the reason it will close for
         self.input = 0
         self.head = b""  # the response head and first comment, written first
         self.transport = transport
@@ -129,8 +133,9 @@ class Client:
             self.pending = None
 
     def send(self, data: bytes) -> bool:
-        """Write ``data`` without blocking; False when the client had to be closed."""
-        if self.closed:
+        """Write ``data`` without blocking; False when the client had to be closed (or is
+        finishing: nothing goes out after its last message)."""
+        if self.closed or self.ending:
             return False
         if self.pending is None:
             try:
@@ -163,18 +168,36 @@ class Client:
             self._start_writer()
         return True
 
+    def finish(self, last: bytes, reason: str) -> None:
+        """Send ``last`` after whatever is queued, then close for ``reason``.
+
+        Nothing is sent after ``last``; the caller has already taken the client out of
+        the fan-out. A client behind is closed by its writer once the queue is written
+        (within ``write_timeout``, and at once if the queue passes ``limit``).
+        """
+        if self.closed or self.ending:
+            return
+        self.ending = reason
+        if self.pending is None or self.sock is None:
+            self._close(reason, last)
+        elif not self.enqueue(last):
+            self.close(TOO_SLOW)
+
     def close(self, reason: str, code: int | None = None) -> None:
         """Close the connection once; the hub forgets the client via ``on_close``.
 
         With ``code``, a WebSocket client is first sent what is queued for it and a
         close frame with ``code`` and ``reason`` (see the module's guarantees).
         """
-        goodbye = b""
+        goodbye = None
         if code is not None and self.ws is not None and self.sock is not None:
             goodbye = close_frame(code, reason)
         self._close(reason, goodbye)
 
-    def _close(self, reason: str, goodbye: bytes = b"") -> None:
+    def _close(self, reason: str, goodbye: bytes | None = None) -> None:
+        """Close once; with ``goodbye`` (possibly empty) the close is graceful: what is
+        queued and ``goodbye`` are written, then the socket lingers (``reply_and_close``).
+        """
         if self.closed:
             return
         self.closed = True
@@ -184,7 +207,7 @@ class Client:
                 reason, self.pending_bytes)
         if goodbye and self.pending:  # the goodbye goes after whole frames only
             within = self.pending_bytes <= self.limit
-            goodbye = b"".join(self.pending) + goodbye if within else b""
+            goodbye = b"".join(self.pending) + goodbye if within else None
         self.pending = None
         self.pending_bytes = 0
         if self._watcher is not None:
@@ -196,7 +219,7 @@ class Client:
         if self._on_close is not None:
             self._on_close(self)
 
-    def _release(self, sock: _socket.socket, goodbye: bytes) -> None:
+    def _release(self, sock: _socket.socket, goodbye: bytes | None) -> None:
         """End the connection now, after ``goodbye`` if any; never blocks.
 
         A writer waiting on the socket has a watcher on its descriptor: closing the
@@ -204,7 +227,7 @@ class Client:
         first and the descriptor closed (or the goodbye written) when it has gone.
         """
         finish: Callable[[], None]
-        if goodbye:
+        if goodbye is not None:
             finish = functools.partial(reply_and_close, sock, goodbye)
         else:
             with contextlib.suppress(OSError):
@@ -289,7 +312,9 @@ class Client:
                 if self.closed or not self.pending:
                     break
                 self._write_some(self.pending)
-            if not self.closed:
+            if self.ending and not self.closed:
+                self._close(self.ending, b"")  # all written: close gracefully
+            elif not self.closed:
                 self.pending = None
         except OSError as exc:
             self.close(f"write failed: {exc}")

@@ -1,4 +1,4 @@
-"""Commands a WebSocket client sends: subscribe, unsubscribe, read, ping.
+"""Commands a WebSocket client sends: subscribe, unsubscribe, read, ping, auth.
 
 Each is a JSON text message ``{"op": ..., "ref": ...}``; each gets one reply
 ``{"reply": op, "ref": ref, "ok": true, ...}`` or, on a refusal, ``"ok": false`` with an
@@ -11,6 +11,15 @@ refused the same way and never closes the connection.
 - ``read`` ``{"ids": [...]}`` or ``{"all": true}``: marks the user's own inbox entries
   read, and tells the user's other tabs with a ``notification.read`` event, as the API.
 - ``ping``: replies ``pong``.
+- ``auth`` ``{"token": "..."}``: swaps the connection's token without reconnecting. The
+  new token is fully checked (signature, expiry, revocation), must be for the same user
+  and must grant every topic the connection follows (unsubscribe first otherwise); the
+  reply carries its ``exp``. From then on its expiry and its revocation govern the
+  connection. Refused (``unauthorized``, ``forbidden`` or ``invalid_field``, naming the
+  ``token`` field), the old token stays in charge.
+
+Once the connection's token has expired every command is refused (``unauthorized``)
+and the connection ends as at expiry (``token-expired``, then close code 4001).
 
 Pacing, so that one connection can neither grow the process nor monopolise Redis:
 - a connection's commands run one at a time, in the order they arrived, and their
@@ -38,18 +47,22 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import gevent
 import redis
 
 from herald.config import Config
+from herald.errors import TokenError
 from herald.event import TOPIC_RULE, user_topic, valid_topic
 from herald.ids import valid_id
 from herald.logs import Throttled
 from herald.services import Services
+from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import Client
+from streamer.expiry import TOKEN_EXPIRED, expired
 from streamer.hub import Hub
 from streamer.websocket import MAX_MESSAGE, error_reply, reply
 
@@ -113,11 +126,13 @@ class Backlog:
 class Commands:
     """Carries out WebSocket commands for the clients of one streamer process."""
 
-    def __init__(self, config: Config, hub: Hub, broker: Broker, services: Services) -> None:
+    def __init__(self, config: Config, hub: Hub, broker: Broker, services: Services,
+                 grant_for: Callable[[str], Grant]) -> None:
         self.config = config
         self.hub = hub
         self.broker = broker
         self.services = services
+        self.grant_for = grant_for  # checks a token (``Streamer.grant_for``)
         self._redis_failed = Throttled(log, REDIS_WARNING_INTERVAL)
 
     def handle(self, client: Client, text: str) -> None:
@@ -169,10 +184,13 @@ class Commands:
             backlog.worker = None
 
     def _run(self, client: Client, text: str) -> None:
-        """Carry out one command and send its one reply, whatever happens."""
+        """Carry out one command and send its one reply, whatever happens; once the
+        token has expired, refuse it and end the stream."""
         message = parse(text)  # it was parsed on arrival: a waiting command is only text
         op, ref = message["op"], message.get("ref")
         try:
+            if self._expired(client):
+                raise Refused("unauthorized", TOKEN_EXPIRED, "token")
             getattr(self, f"op_{op}")(client, message, op, ref)
         except Refused as exc:
             client.send(error_reply(op, ref, exc.code, exc.message, exc.field))
@@ -183,9 +201,33 @@ class Commands:
         except Exception:
             log.exception("command %r of %s failed", op, client.user)
             client.send(error_reply(op, ref, "internal_error", "the command failed"))
+        if self._expired(client):  # the answer went out; now the stream ends
+            self.hub.expire((client,))
+
+    @staticmethod
+    def _expired(client: Client) -> bool:
+        return client.grant is not None and expired(client.grant.expires_at)
 
     def op_ping(self, client: Client, message: dict[str, Any], op: str, ref: Any) -> None:
         client.send(reply("pong", ref))
+
+    def op_auth(self, client: Client, message: dict[str, Any], op: str, ref: Any) -> None:
+        token = message.get("token")
+        if not isinstance(token, str) or not token:
+            raise Refused("invalid_field", "token must be a subscriber token", "token")
+        try:
+            grant = self.grant_for(token)
+        except TokenError as exc:
+            raise Refused("unauthorized", str(exc), "token") from None
+        if grant.user != client.user:
+            raise Refused("forbidden", f"token is for {grant.user!r}, this connection for "
+                          f"{client.user!r}", "token")
+        for topic in client.topics:
+            if not grant.allows(topic):
+                raise Refused("forbidden", f"token does not grant topic {topic!r}, which "
+                              "this connection follows (unsubscribe first)", "token")
+        self.hub.reauthorize(client, grant)
+        client.send(reply(op, ref, exp=grant.expires_at))
 
     def op_subscribe(self, client: Client, message: dict[str, Any], op: str,
                      ref: Any) -> None:

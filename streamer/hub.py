@@ -20,7 +20,10 @@ Guarantees:
 - the hub asks the broker for a topic when its first local client arrives and lets it
   go when its last one leaves, so a streamer receives from Redis only what its clients
   want;
-- a client is forgotten the moment it closes, not at the next event on its topics.
+- a client is forgotten the moment it closes, not at the next event on its topics;
+- a client's stream ends when its token expires (see ``streamer.expiry``): at its
+  ``exp``, after every event dispatched to it before, it is sent ``token-expired`` and
+  closed, and it receives nothing after that.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ import gevent
 import gevent.event
 
 from herald.event import Event, id_key, sse_comment, sse_frame
+from herald.tokens import Grant
 from streamer.client import SSE, TOO_SLOW, Client
+from streamer.expiry import TOKEN_EXPIRED, Deadlines, last_words
 from streamer.history import Key, Replay, reset_envelope
 from streamer.websocket import PING, text_frame
 
@@ -45,6 +50,7 @@ POLICY_VIOLATION = 1008  # WebSocket close code of a revoked token
 
 
 HEARTBEAT_SLICE = 500  # writes between yields, so a heartbeat pass never holds events up
+# (and so does ending the streams of many clients whose tokens expire at once)
 
 
 class Group:
@@ -100,6 +106,7 @@ class Hub:
         # Redis position all earlier events of subscribed topics have been dispatched to.
         self.latest: Key | None = None
         self._position_waiters: dict[str, gevent.event.Event] = {}  # one per topic
+        self.expiries: Deadlines[Client] = Deadlines(self.expire)
         self.events_in = 0
         self.deliveries = 0
         self.dropped = 0
@@ -119,6 +126,8 @@ class Hub:
         self.per_user[client.user] = self.per_user.get(client.user, 0) + 1
         client.on_close(self.remove)
         client.prelive = []
+        if client.grant is not None:
+            self.expiries.add(client, client.grant.expires_at)
         for topic in client.topics:
             self._use(topic)
             self._joining.setdefault(topic, set()).add(client)
@@ -160,6 +169,7 @@ class Hub:
         if client not in self.clients:
             return
         self.clients.discard(client)
+        self.expiries.discard(client)
         left = self.per_user.get(client.user, 1) - 1
         if left:
             self.per_user[client.user] = left
@@ -336,6 +346,53 @@ class Hub:
                 self.heartbeat(idle_for=interval / 2)
 
         return gevent.spawn(beat)
+
+    def reauthorize(self, client: Client, grant: Grant) -> None:
+        """Let ``grant`` govern ``client`` from now on: its expiry and its revocation."""
+        client.grant = grant
+        client.token_id = grant.token_id
+        if client in self.clients:
+            self.expiries.add(client, grant.expires_at)
+
+    def expire(self, clients: Iterable[Client]) -> None:
+        """End these clients' streams because their tokens expired.
+
+        Live clients leave the fan-out at once, so nothing follows; each then gets
+        ``token-expired`` after everything already sent to it, and is closed (a few
+        hundred at a time, so a crowd sharing one token does not hold events up). A
+        client still joining has no stream yet: it is closed (its handshake answers
+        401).
+        """
+        ending = []
+        for client in clients:
+            if client.closed or client.ending:
+                continue
+            if client.prelive is not None:
+                client.close(TOKEN_EXPIRED)
+                continue
+            self.remove(client)
+            ending.append(client)
+        if len(ending) <= HEARTBEAT_SLICE:
+            self._finish(ending)
+        else:
+            gevent.spawn(self._finish_in_slices, ending)
+
+    def _finish(self, clients: list[Client]) -> None:
+        words: dict[tuple[str, int], bytes] = {}  # one encoding per transport and exp
+        for client in clients:
+            key = (client.transport, client.grant.expires_at if client.grant else 0)
+            last = words.get(key) or words.setdefault(key, last_words(*key))
+            try:
+                client.finish(last, TOKEN_EXPIRED)
+            except Exception:  # one failure must not spare the others
+                log.exception("could not end the stream of %s of %s", client.peer,
+                              client.user)
+                client.close(TOKEN_EXPIRED)
+
+    def _finish_in_slices(self, clients: list[Client]) -> None:
+        for start in range(0, len(clients), HEARTBEAT_SLICE):
+            self._finish(clients[start:start + HEARTBEAT_SLICE])
+            gevent.sleep(0)
 
     def close_tokens(self, token_ids: set[str], reason: str) -> int:
         """Close every client whose token id is in ``token_ids``; return how many.

@@ -72,7 +72,7 @@ class StreamerService:
             config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=POOL_WAIT,
             decode_responses=True))
         self.app.commands = Commands(config, self.hub, self.broker,
-                                     services.build(config, decoded))
+                                     services.build(config, decoded), self.app.grant_for)
         self.listener = Listener(sock, self.app.handle)
         self.stopping = False
         self.stopped = gevent.event.Event()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from wsproto.frame_protocol import CloseReason, FrameProtocol
+from wsproto.frame_protocol import FrameProtocol
 
 _frames = FrameProtocol(client=False, extensions=[])
 
@@ -42,5 +42,6 @@ def error_reply(op: str, ref: Any, code: str, message: str, field: str | None = 
 
 
 def close_frame(code: int, reason: str = "") -> bytes:
-    """A close frame with ``code`` and ``reason`` (cut to fit the frame, 123 bytes)."""
-    return bytes(FrameProtocol(client=False, extensions=[]).close(CloseReason(code), reason))
+    """A close frame with ``code`` (a registered one or of the private 4000-4999 range)
+    and ``reason`` (cut to fit the frame, 123 bytes)."""
+    return bytes(FrameProtocol(client=False, extensions=[]).close(code, reason))

@@ -15,6 +15,7 @@ import time
 import httpx
 import pytest
 
+from tasks.events import publish
 from tests.conftest import CHILD_ENV, ROOT, free_port, start_streamer
 
 selenium = pytest.importorskip("selenium")
@@ -87,8 +88,8 @@ def shot(driver, name: str) -> None:
     driver.save_screenshot(str(ARTIFACTS / f"{name}.png"))
 
 
-def open_page(driver, stack, user: str, transport: str) -> None:
-    driver.get(f"{stack['api']}/demo/")
+def open_page(driver, stack, user: str, transport: str, query: str = "") -> None:
+    driver.get(f"{stack['api']}/demo/{query}")
     driver.find_element(By.ID, f"transport-{transport}").click()
     field = driver.find_element(By.ID, "user")
     field.clear()
@@ -186,3 +187,37 @@ def test_two_windows_one_sends_the_other_receives(stack, browser):
     wait(receiver, 3).until(lambda d: d.find_element(By.ID, "unread").text == "0")
     shot(receiver, "two-windows")
 
+
+def logged_ids(driver) -> list[str]:
+    """Ids of the events of type ``message`` in the page's log, oldest first."""
+    return driver.execute_script(
+        "return [...document.querySelectorAll(\"#log li[data-type='message'] .detail\")]"
+        ".map((detail) => detail.textContent.split(' ').pop()).reverse()")
+
+
+def logged(driver, type_: str) -> int:
+    """How many entries of ``type_`` the page's log holds."""
+    return len(driver.find_elements(By.CSS_SELECTOR, f"#log li[data-type='{type_}']"))
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_the_stream_outlives_its_5s_tokens_with_every_event_once_in_order(stack, browser,
+                                                                          transport):
+    user = f"tess-{transport}"
+    page = browser()
+    open_page(page, stack, user, transport, query="?ttl=5")
+    published = []
+    until = time.monotonic() + 15  # three expiries at least
+    while time.monotonic() < until:
+        published.append(publish(f"user:{user}", {"n": len(published)}, "message"))
+        time.sleep(0.25)
+    wait(page, 10).until(lambda d: published[-1] in logged_ids(d),
+                         f"the page stopped receiving at {logged_ids(page)[-1:]}")
+    assert logged_ids(page) == published  # each once, in order, none missing
+    renewals = logged(page, "token") - 2  # connect, then the first connection
+    print(f"{len(published)} events over 15 s, {renewals} token renewals, "
+          f"{logged(page, 'resumed')} resumes")
+    assert renewals >= 3
+    if transport == "ws":
+        assert logged(page, "resumed") == 0, "renewed in band, never reconnected"
+    shot(page, f"token-renewal-{transport}")

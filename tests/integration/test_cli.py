@@ -14,6 +14,7 @@ import pytest
 
 from herald import tokens
 from herald.stack import free_port
+from tasks.events import publish
 from tests.conftest import CHILD_ENV, ROOT
 
 pytestmark = pytest.mark.usefixtures("clean", "worker")
@@ -78,6 +79,23 @@ def test_send_appears_in_listen_within_a_second(api_url, streamer, api_key):
         assert line is not None, f"nothing within 1 s after send ({time.monotonic() - started})"
         assert "user:alice notification" in line and "from the CLI" in line
         assert sent.stdout.strip() in line
+    finally:
+        listener.stop()
+
+
+def test_listen_outlives_its_tokens(api_url, streamer):
+    """The streamer ends a stream at its token's expiry: listen carries on, missing nothing."""
+    env = {**_env(api_url, streamer), "HERALD_TOKEN_MAX_TTL": "1"}
+    listener = Listener(["room:6"], env, raw=True)
+    try:
+        assert listener.connected.wait(10)
+        published = []
+        for n in range(12):  # over 2 s: across two expiries at least
+            published.append(publish("room:6", n, "tick"))
+            time.sleep(0.2)
+        assert listener.wait_line(published[-1], 5.0) is not None
+        assert [json.loads(line)["id"] for line in listener.lines] == published
+        assert listener.process.poll() is None
     finally:
         listener.stop()
 

@@ -1,6 +1,9 @@
 // The Herald demo page: a user's inbox, live over SSE or WebSocket, plus a form to send
 // notifications and a button to start a job. Plain DOM and RxJS; served by the API at
 // /demo/, which answers GET /demo/config with the URLs and a development API key.
+//
+// The stream is given a token function (it mints through the API), so it outlives each
+// token: tokens last TOKEN_TTL seconds, or `?ttl=` seconds when the page URL says so.
 
 import { Subscription } from "rxjs";
 
@@ -148,6 +151,26 @@ function selectedTransport() {
     ? "ws" : "sse";
 }
 
+/** Seconds a token lives: `?ttl=` in the page URL, else TOKEN_TTL. */
+function tokenTtl() {
+  const asked = Number(new URLSearchParams(window.location.search).get("ttl"));
+  return Number.isInteger(asked) && asked > 0 ? asked : TOKEN_TTL;
+}
+
+/** A freshly minted token for `user`; the stream calls this before each one expires. */
+async function mintToken(user) {
+  const config = await configReady;
+  const minted = await callApi("/api/tokens", {
+    method: "POST",
+    credential: config.api_key,
+    body: { user, ttl: tokenTtl() },
+  });
+  if (user === app.user) app.token = minted.token; // the API calls use the newest
+  const expires = new Date(minted.expires_at);
+  addLog("token", `for ${user}, expires ${expires.toLocaleTimeString()}`);
+  return minted.token;
+}
+
 async function connect() {
   const user = ui.user.value.trim().toLowerCase();
   ui.user.value = user;
@@ -165,15 +188,10 @@ async function connect() {
   setSignedIn(false);
   say(ui.sessionStatus, "", `Signing in as ${user}…`);
   try {
-    const config = await configReady;
-    const minted = await callApi("/api/tokens", {
-      method: "POST",
-      credential: config.api_key,
-      body: { user, ttl: TOKEN_TTL },
-    });
+    const token = await mintToken(user);
     if (attempt !== app.attempt) return;
     app.user = user;
-    app.token = minted.token;
+    app.token = token;
     rememberUser(user);
     await loadInbox();
     if (attempt !== app.attempt) return;
@@ -189,7 +207,8 @@ async function connect() {
 function openStream() {
   disconnect();
   const url = app.config.streamer_url;
-  const options = { topics: [`user:${app.user}`], token: app.token };
+  const user = app.user;
+  const options = { topics: [`user:${user}`], token: () => mintToken(user) };
   let connection;
   if (selectedTransport() === "ws") {
     const socket = webSocketStream(url, options);
@@ -526,7 +545,7 @@ ui.connectForm.addEventListener("submit", (event) => {
 
 for (const radio of document.querySelectorAll('input[name="transport"]')) {
   radio.addEventListener("change", () => {
-    if (app.token) openStream(); // same token, other transport; resumes from the last id
+    if (app.token) openStream(); // the other transport, resuming from the last id
   });
 }
 

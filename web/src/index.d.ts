@@ -48,11 +48,24 @@ export interface StorageLike {
   setItem(key: string, value: string): void;
 }
 
+/**
+ * Where fresh subscriber tokens come from (your backend's `POST /api/tokens`, say).
+ * Called before the current token expires and when the server may have refused it;
+ * it must return a newly minted token for the same user.
+ */
+export type TokenProvider = () => string | Promise<string>;
+
 export interface StreamOptions {
   /** Topics to follow; empty means the token's user's own topic. */
   topics?: string[];
-  /** Subscriber token (sent as `?token=`). */
-  token?: string;
+  /**
+   * Subscriber token (sent as `?token=`), or a function returning a fresh one (or a
+   * promise of one): the stream then outlives its tokens, renewing each min(30 s, 10 %
+   * of its lifetime) before it expires and resuming from the last id, with no gap and
+   * no duplicate. With a string, the stream ends (a HeraldError `token_expired`) when
+   * the token expires. Leave it out to authenticate with the `herald_token` cookie.
+   */
+  token?: string | TokenProvider;
   /** Resume after this event id (default: the one kept in `storage`). */
   lastEventId?: string | null;
   /** Where the last event id is kept (default `globalThis.localStorage`; null for nowhere). */
@@ -88,7 +101,10 @@ export interface HeraldReply {
   [field: string]: unknown;
 }
 
-/** A request that failed: an error reply from the server, a timeout, or a closed stream. */
+/**
+ * A request that failed: an error reply from the server, a timeout (`timeout`), a closed
+ * stream (`closed`); or the end of a stream whose string token expired (`token_expired`).
+ */
 export class HeraldError extends Error {
   constructor(
     message: string,
@@ -113,6 +129,12 @@ export interface HeraldWebSocket {
 export const DEFAULT_TYPES: readonly string[];
 export const DEFAULT_BACKOFF: Readonly<Required<Omit<BackoffOptions, "random">>>;
 export const REQUEST_TIMEOUT: number;
+/** A token is renewed min(`max` ms, `fraction` of its lifetime) before it expires. */
+export const RENEW_AHEAD: Readonly<{ max: number; fraction: number }>;
+/** The SSE event and WebSocket reply that end a stream whose token expired. */
+export const TOKEN_EXPIRED: "token-expired";
+/** The WebSocket close code that follows it. */
+export const TOKEN_EXPIRED_CLOSE: 4001;
 
 export function eventStream(url: string, options?: EventStreamOptions): HeraldEventStream;
 export function webSocketStream(url: string, options?: WebSocketStreamOptions): HeraldWebSocket;
@@ -125,3 +147,7 @@ export function buildUrl(
 export function toWebSocketUrl(url: string): string;
 export function storageKey(url: string, topics?: string[]): string;
 export function backoffDelay(attempt: number, options?: BackoffOptions): number;
+/** The claims of a JWT, read without verifying it; null when it is not one. */
+export function tokenClaims(token: unknown): Record<string, unknown> | null;
+/** Milliseconds from `now` until `token`, received at `receivedAt`, should be renewed. */
+export function renewDelay(token: string, receivedAt: number, now?: number): number | null;

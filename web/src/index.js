@@ -8,6 +8,13 @@
 // Both reconnect on their own after a capped, jittered backoff, resume from the last
 // event id they saw (kept in `storage`, so a reloaded page resumes too), and report
 // their connection state on `state$`.
+//
+// Tokens expire, and the server ends a stream at its token's `exp` (`token-expired`).
+// `token` may therefore be a function returning a fresh token (or a promise of one):
+// it is called before the current one expires (min(30 s, 10 % of its lifetime) ahead)
+// and whenever the server may have refused it, and the stream carries on with the new
+// token from its last event id (SSE: a new EventSource; WebSocket: the `auth` command,
+// without reconnecting): no event is missed or repeated.
 
 import { BehaviorSubject, Observable, Subject, share } from "rxjs";
 
@@ -33,8 +40,17 @@ export const DEFAULT_BACKOFF = Object.freeze({
   jitter: 0.2,
 });
 
+/** The SSE event and WebSocket reply that end a stream whose token expired. */
+export const TOKEN_EXPIRED = "token-expired";
+
 /** Milliseconds a WebSocket request waits for its reply. */
 export const REQUEST_TIMEOUT = 10_000;
+
+/** A token is renewed min(`max` ms, `fraction` of its lifetime) before it expires. */
+export const RENEW_AHEAD = Object.freeze({ max: 30_000, fraction: 0.1 });
+
+/** WebSocket close code of a stream whose token expired. */
+export const TOKEN_EXPIRED_CLOSE = 4001;
 
 const STORAGE_PREFIX = "herald:last-id:";
 
@@ -173,6 +189,144 @@ function controlBody(raw) {
   return parsed;
 }
 
+/** The claims of a JWT, read without verifying it; null when `token` is not one. */
+export function tokenClaims(token) {
+  if (typeof token !== "string") return null;
+  const parts = token.split(".");
+  if (parts.length !== 3) return null;
+  try {
+    const base64 = parts[1].replace(/-/g, "+").replace(/_/g, "/");
+    const padded = base64 + "=".repeat((4 - (base64.length % 4)) % 4);
+    const bytes = Uint8Array.from(atob(padded), (c) => c.charCodeAt(0));
+    const claims = JSON.parse(new TextDecoder().decode(bytes));
+    return claims && typeof claims === "object" && !Array.isArray(claims) ? claims : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Milliseconds from `now` until `token`, received at `receivedAt` (ms), should be
+ * renewed; null when it has no `exp`. With an `iat`, the lifetime `exp - iat` is counted
+ * from `receivedAt`, less a second (`iat` is rounded down), so the browser's clock need
+ * not agree with the server's; without one, `exp` is read on the local clock. Renewal is
+ * min(30 s, 10 % of the lifetime) ahead of expiry, and never sooner than half the
+ * lifetime, so a provider of short-lived tokens is not called in a loop.
+ */
+export function renewDelay(token, receivedAt, now = Date.now()) {
+  const claims = tokenClaims(token);
+  const exp = Number(claims?.exp);
+  if (!Number.isFinite(exp)) return null;
+  const iat = Number(claims.iat);
+  const lifetime = Number.isFinite(iat) && iat < exp
+    ? (exp - iat) * 1000 : Math.max(0, exp * 1000 - receivedAt);
+  const expiresAt = Number.isFinite(iat) && iat < exp
+    ? receivedAt + lifetime - 1000 : exp * 1000;
+  const ahead = Math.min(RENEW_AHEAD.max, RENEW_AHEAD.fraction * lifetime);
+  const renewAt = Math.max(receivedAt + lifetime / 2, expiresAt - ahead);
+  return Math.max(0, Math.round(renewAt - now));
+}
+
+/**
+ * The `token` option: a string (or nothing, for the cookie), or a function returning a
+ * token or a promise of one, called for a fresh token when needed.
+ */
+class Tokens {
+  constructor(option) {
+    this.provider = typeof option === "function" ? option : null;
+    this.value = this.provider ? null : (option || null);
+    this.receivedAt = Date.now();
+    this.stale = this.provider !== null; // nothing fetched yet
+    this.fetching = null;
+  }
+
+  /** True when new tokens can be had (`token` is a function). */
+  get renewable() {
+    return this.provider !== null;
+  }
+
+  /** True when a fresh token must be fetched before connecting. */
+  needsFresh() {
+    if (!this.renewable) return false;
+    return this.stale || this.value === null || this.delay() === 0;
+  }
+
+  /** Milliseconds until the current token should be renewed; null for never. */
+  delay() {
+    if (!this.renewable || this.value === null) return null;
+    return renewDelay(this.value, this.receivedAt);
+  }
+
+  /** The current one may have been refused: fetch another before the next connection. */
+  markStale() {
+    this.stale = true;
+  }
+
+  /** A promise of a fresh token (one call to the provider for concurrent callers). */
+  fetch() {
+    if (!this.renewable) return Promise.resolve(this.value);
+    if (!this.fetching) {
+      this.fetching = Promise.resolve()
+        .then(() => this.provider())
+        .then((token) => {
+          if (typeof token !== "string" || !token) {
+            throw new TypeError("herald: the token function returned no token");
+          }
+          this.value = token;
+          this.receivedAt = Date.now();
+          this.stale = false;
+          return token;
+        })
+        .finally(() => {
+          this.fetching = null;
+        });
+    }
+    return this.fetching;
+  }
+
+  /** Calls `use(token)` at once when the token is usable, else once a fresh one came. */
+  withToken(live, use, fail) {
+    if (!this.needsFresh()) {
+      use(this.value ?? undefined);
+      return;
+    }
+    this.fetch().then((token) => {
+      if (!live()) return;
+      try {
+        use(token);
+      } catch {
+        fail(); // the constructor refused (say, a malformed URL): try again later
+      }
+    }, () => {
+      if (live()) fail();
+    });
+  }
+}
+
+/** Runs `renew` when the current token is due for renewal (one timer per stream). */
+class Renewal {
+  constructor(tokens, renew) {
+    this.tokens = tokens;
+    this.renew = renew;
+    this.timer = null;
+  }
+
+  schedule() {
+    this.cancel();
+    const delay = this.tokens.delay();
+    if (delay === null) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.renew();
+    }, delay);
+  }
+
+  cancel() {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+}
+
 function resumedState(body) {
   const replayed = Number(body.replayed);
   return { status: "open", resumed: Number.isFinite(replayed) ? replayed : 0 };
@@ -232,6 +386,15 @@ class Reconnector {
     }
   }
 
+  /** Replaces the current connection with a new one at once (no backoff). */
+  restart() {
+    if (!this.running) return;
+    this.generation += 1;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.closeCurrent();
+    this.open();
+  }
+
   retry() {
     this.generation += 1; // the broken connection's callbacks are ignored from now on
     this.closeCurrent();
@@ -271,7 +434,11 @@ class Reconnector {
  * Herald events from `${url}/events` over EventSource, as an Observable with a `state$`.
  *
  * Subscribing connects (one EventSource shared by every subscriber); unsubscribing the
- * last subscriber closes it and cancels any pending reconnection.
+ * last subscriber closes it and cancels any pending reconnection. With a token
+ * function, the EventSource is replaced by one with a fresh token (resuming from the
+ * last id) before the token expires, when the server says it has (`token-expired`),
+ * and after the server refused a connection. With a string token, `token-expired`
+ * errors the Observable (a HeraldError with code `token_expired`).
  */
 export function eventStream(url, options = {}) {
   const {
@@ -286,8 +453,9 @@ export function eventStream(url, options = {}) {
   const names = topicList(topics);
   const kept = memory(storage, storageKey(url, names));
   const listened = [...new Set(["message", ...types])].filter(
-    (t) => t !== "resumed" && t !== "ready");
+    (t) => t !== "resumed" && t !== "ready" && t !== TOKEN_EXPIRED);
   const state$ = new BehaviorSubject({ status: "closed" });
+  const tokens = new Tokens(token);
   let lastId = lastEventId || null;
 
   const events$ = new Observable((subscriber) => {
@@ -303,49 +471,88 @@ export function eventStream(url, options = {}) {
       kept.write(lastId);
     };
 
+    // Before the token expires: fetch a fresh one, then swap connections (an
+    // EventSource cannot change its URL). A failed fetch changes nothing: the server's
+    // token-expired then brings a retry with backoff.
+    const renewal = new Renewal(tokens, () => {
+      tokens.fetch().then(() => {
+        if (state$.value.status === "open") loop.restart();
+      }, () => {});
+    });
+
     const loop = new Reconnector({
       backoff,
       state$,
       connect: ({ opened, failed, live }) => {
-        const source = new EventSourceImpl(
-          buildUrl(url, "/events", { topics: names, token, lastEventId: lastId }));
-        const onEvent = (message) => {
-          if (!live()) return;
-          const event = toEvent(message.data, message.type, message.lastEventId || null);
-          remember(event.id);
-          if (event.type === "reset") state$.next(resetState(event));
-          subscriber.next(event);
-        };
-        const onResumed = (message) => {
-          if (live()) state$.next(resumedState(controlBody(message.data)));
-        };
-        // "ready" carries the stream's starting position: resuming from it after a
-        // reconnection loses nothing, even before the first event came.
-        const onReady = (message) => {
-          if (live()) remember(message.lastEventId || controlBody(message.data).position);
-        };
-        const onError = (event) => {
-          // a Herald event named "error" would arrive here as a MessageEvent: not a failure
-          if (typeof event?.data === "string") return;
-          failed();
-        };
-        source.addEventListener("open", opened);
-        source.addEventListener("error", onError);
-        source.addEventListener("resumed", onResumed);
-        source.addEventListener("ready", onReady);
-        for (const type of listened) source.addEventListener(type, onEvent);
-        return () => {
-          source.removeEventListener?.("open", opened);
-          source.removeEventListener?.("error", onError);
-          source.removeEventListener?.("resumed", onResumed);
-          source.removeEventListener?.("ready", onReady);
-          for (const type of listened) source.removeEventListener?.(type, onEvent);
-          source.close();
-        };
+        let teardown = null;
+        tokens.withToken(live, (current) => {
+          teardown = listen(current, { opened, failed, live });
+        }, failed);
+        return () => teardown?.();
       },
     });
+
+    const expired = () => {
+      renewal.cancel();
+      if (tokens.renewable) {
+        tokens.markStale();
+        loop.restart();
+        return;
+      }
+      loop.stop();
+      subscriber.error(new HeraldError("token expired", { code: "token_expired" }));
+    };
+
+    const listen = (current, { opened, failed, live }) => {
+      const source = new EventSourceImpl(
+        buildUrl(url, "/events", { topics: names, token: current, lastEventId: lastId }));
+      const onOpen = () => {
+        if (!live()) return;
+        opened();
+        renewal.schedule();
+      };
+      const onEvent = (message) => {
+        if (!live()) return;
+        const event = toEvent(message.data, message.type, message.lastEventId || null);
+        remember(event.id);
+        if (event.type === "reset") state$.next(resetState(event));
+        subscriber.next(event);
+      };
+      const onResumed = (message) => {
+        if (live()) state$.next(resumedState(controlBody(message.data)));
+      };
+      // "ready" carries the stream's starting position: resuming from it after a
+      // reconnection loses nothing, even before the first event came.
+      const onReady = (message) => {
+        if (live()) remember(message.lastEventId || controlBody(message.data).position);
+      };
+      // The server's last words before it closes at the token's expiry (no id: the
+      // position is the last event's).
+      const onExpired = () => {
+        if (live()) expired();
+      };
+      const onError = (event) => {
+        // a Herald event named "error" would arrive here as a MessageEvent: not a failure
+        if (typeof event?.data === "string") return;
+        // CLOSED (not CONNECTING): the server answered other than 200, maybe a 401
+        if (source.readyState === 2) tokens.markStale();
+        failed();
+      };
+      const handlers = [["open", onOpen], ["error", onError], ["resumed", onResumed],
+        ["ready", onReady], [TOKEN_EXPIRED, onExpired],
+        ...listened.map((type) => [type, onEvent])];
+      for (const [type, handler] of handlers) source.addEventListener(type, handler);
+      return () => {
+        for (const [type, handler] of handlers) source.removeEventListener?.(type, handler);
+        source.close();
+      };
+    };
+
     loop.start();
-    return () => loop.stop();
+    return () => {
+      renewal.cancel();
+      loop.stop();
+    };
   }).pipe(share());
 
   events$.state$ = state$;
@@ -370,6 +577,12 @@ export class HeraldError extends Error {
  * A WebSocket to `${url}/ws` (http→ws, https→wss): events on `events$`, the connection
  * on `state$`, and requests (`subscribe`, `unsubscribe`, `markRead`) answered by the
  * server's replies. It connects at once; `close()` ends it.
+ *
+ * With a token function, a fresh token is sent with the `auth` command before the
+ * current one expires (the connection stays up); when that is refused, when the server
+ * says the token expired, or after a failed handshake, it reconnects with a fresh token
+ * from the last id. With a string token, expiry ends the stream: `events$` errors with
+ * a HeraldError of code `token_expired`.
  */
 export function webSocketStream(url, options = {}) {
   const {
@@ -391,6 +604,7 @@ export function webSocketStream(url, options = {}) {
   const events = new Subject();
   const state$ = new BehaviorSubject({ status: "closed" });
   const pending = new Map(); // ref -> {message, resolve, reject, timer, sentOn}
+  const tokens = new Tokens(token);
   let topics = topicList(initialTopics);
   let lastId = lastEventId || kept.read();
   let socket = null; // the open WebSocket, when there is one
@@ -440,6 +654,7 @@ export function webSocketStream(url, options = {}) {
     if ("reply" in message) {
       if (message.reply === "resumed") state$.next(resumedState(message));
       else if (message.reply === "ready") remember(message.position);
+      else if (message.reply === TOKEN_EXPIRED) expired();
       else if (message.ref != null) settle(message);
       return;
     }
@@ -451,38 +666,65 @@ export function webSocketStream(url, options = {}) {
     }
   };
 
+  const listen = (current, { opened, failed, live }) => {
+    const ws = new WebSocketImpl(
+      buildUrl(wsBase, "/ws", { topics, token: current, lastEventId: lastId }));
+    let wasOpen = false;
+    const onOpen = () => {
+      if (!live()) return;
+      socket = ws;
+      wasOpen = true;
+      opened();
+      renewal.schedule();
+      // requests made while disconnected, or unanswered by the previous socket; an
+      // `auth` is not: this connection was made with the newest token already
+      for (const [ref, entry] of pending) {
+        if (entry.message.op !== "auth") {
+          transmit(entry);
+          continue;
+        }
+        pending.delete(ref);
+        clearTimeout(entry.timer);
+        entry.reject(new HeraldError("the connection was replaced", { code: "superseded" }));
+      }
+    };
+    const onMessage = (message) => {
+      if (live() && typeof message.data === "string") receive(message.data);
+    };
+    const onClose = (event) => {
+      if (socket === ws) socket = null;
+      if (!live()) return;
+      if (event?.code === TOKEN_EXPIRED_CLOSE) {
+        expired();
+        return;
+      }
+      // a refused handshake looks like any failure here: it may have been a 401
+      if (!wasOpen) tokens.markStale();
+      failed();
+    };
+    ws.addEventListener("open", onOpen);
+    ws.addEventListener("message", onMessage);
+    ws.addEventListener("close", onClose);
+    ws.addEventListener("error", onClose);
+    return () => {
+      if (socket === ws) socket = null;
+      ws.removeEventListener?.("open", onOpen);
+      ws.removeEventListener?.("message", onMessage);
+      ws.removeEventListener?.("close", onClose);
+      ws.removeEventListener?.("error", onClose);
+      ws.close(1000);
+    };
+  };
+
   const loop = new Reconnector({
     backoff,
     state$,
     connect: ({ opened, failed, live }) => {
-      const ws = new WebSocketImpl(
-        buildUrl(wsBase, "/ws", { topics, token, lastEventId: lastId }));
-      const onOpen = () => {
-        if (!live()) return;
-        socket = ws;
-        opened();
-        // requests made while disconnected, or unanswered by the previous socket
-        for (const entry of pending.values()) transmit(entry);
-      };
-      const onMessage = (message) => {
-        if (live() && typeof message.data === "string") receive(message.data);
-      };
-      const onClose = () => {
-        if (socket === ws) socket = null;
-        failed();
-      };
-      ws.addEventListener("open", onOpen);
-      ws.addEventListener("message", onMessage);
-      ws.addEventListener("close", onClose);
-      ws.addEventListener("error", onClose);
-      return () => {
-        if (socket === ws) socket = null;
-        ws.removeEventListener?.("open", onOpen);
-        ws.removeEventListener?.("message", onMessage);
-        ws.removeEventListener?.("close", onClose);
-        ws.removeEventListener?.("error", onClose);
-        ws.close(1000);
-      };
+      let teardown = null;
+      tokens.withToken(live, (current) => {
+        teardown = listen(current, { opened, failed, live });
+      }, failed);
+      return () => teardown?.();
     },
   });
 
@@ -498,6 +740,30 @@ export function webSocketStream(url, options = {}) {
       pending.set(ref, entry);
       transmit(entry);
     });
+  };
+
+  // Before the token expires: send a fresh one in band. Refused (or unanswered), the
+  // connection is replaced by one made with the fresh token. While disconnected, the
+  // next connection is made with the fresh token. Without a fresh token (the function
+  // failed), nothing changes: the server's token-expired brings a retry with backoff.
+  const renewal = new Renewal(tokens, () => {
+    tokens.fetch().then((fresh) => {
+      if (closed || !socket) return;
+      request("auth", { token: fresh }).then(() => renewal.schedule(), (error) => {
+        if (!closed && socket && error.code !== "superseded") loop.restart();
+      });
+    }, () => {});
+  });
+
+  /** The server ended the stream at the token's expiry. */
+  const expired = () => {
+    renewal.cancel();
+    if (tokens.renewable) {
+      tokens.markStale();
+      loop.restart();
+      return;
+    }
+    end(new HeraldError("token expired", { code: "token_expired" }));
   };
 
   /** The topic list after a subscribe/unsubscribe: the server's, when its reply has it. */
@@ -540,18 +806,25 @@ export function webSocketStream(url, options = {}) {
 
     /** Closes the socket for good: no reconnection, pending requests rejected. */
     close() {
-      if (closed) return;
-      closed = true;
-      loop.stop();
-      for (const [ref, entry] of pending) {
-        pending.delete(ref);
-        clearTimeout(entry.timer);
-        entry.reject(new HeraldError("the stream is closed", { code: "closed" }));
-      }
-      events.complete();
-      state$.complete();
+      end(null);
     },
   };
+
+  /** Stops for good; `events$` completes, or errors with `error`. */
+  function end(error) {
+    if (closed) return;
+    closed = true;
+    renewal.cancel();
+    loop.stop();
+    for (const [ref, entry] of pending) {
+      pending.delete(ref);
+      clearTimeout(entry.timer);
+      entry.reject(new HeraldError("the stream is closed", { code: "closed" }));
+    }
+    if (error) events.error(error);
+    else events.complete();
+    state$.complete();
+  }
 
   loop.start();
   return handle;

@@ -57,6 +57,12 @@ export function fakeEventSource() {
       this.dispatch("error");
     }
 
+    /** The server answered other than 200 (a 401, say): the browser gives up. */
+    refuse() {
+      this.readyState = 2;
+      this.dispatch("error");
+    }
+
     /** An SSE message: `event: type`, `id: id`, `data: JSON(data)`. */
     emit(type, data, id) {
       this.dispatch(type, {
@@ -114,6 +120,12 @@ export function fakeWebSocket() {
       this.dispatch("close", { code, reason: "", wasClean: false });
     }
 
+    /** The server closed cleanly with `code` (no error event). */
+    closedByServer(code, reason = "") {
+      this.readyState = 3;
+      this.dispatch("close", { code, reason, wasClean: true });
+    }
+
     /** A message from the server. */
     receive(message) {
       this.dispatch("message", { data: JSON.stringify(message) });
@@ -160,3 +172,21 @@ export function flush() {
 
 /** No jitter, so delays are exact: 500, 1000, 2000, ... */
 export const EXACT = { initial: 500, max: 30_000, factor: 2, jitter: 0 };
+
+/** An unsigned JWT-shaped token `{sub, iat, exp, n}` (the client never verifies). */
+export function fakeToken({ iat = Math.floor(Date.now() / 1000), ttl = 60, sub = "alice", n = 0 } = {}) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  return `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub, iat, exp: iat + ttl, n })}.sig`;
+}
+
+/** A token function handing out fresh tokens of `ttl` s; `.calls` counts its calls. */
+export function tokenProvider(ttl = 60) {
+  const provide = async () => {
+    provide.calls += 1;
+    provide.last = fakeToken({ ttl, n: provide.calls });
+    return provide.last;
+  };
+  provide.calls = 0;
+  provide.last = null;
+  return provide;
+}
