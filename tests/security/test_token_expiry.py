@@ -213,10 +213,10 @@ def _frames(data: bytes) -> list[tuple[int, bytes]]:
 
 
 def test_a_command_after_expiry_is_refused_and_ends_the_connection():
-    """Even before the expiry timer has run (a command in the same loop iteration).
+    """Even before the expiry timer has run (the command's worker runs first).
 
     The streamer's own objects on a real TCP connection, the command handed over as
-    the event loop would: the timer cannot win this race.
+    the event loop would.
     """
     hub = Hub(lambda topic: None, lambda topic: None)
     with socket.create_server(("127.0.0.1", 0)) as server:
@@ -229,6 +229,7 @@ def test_a_command_after_expiry_is_refused_and_ends_the_connection():
     client.attach(ours)
     commands = Commands(None, hub, None, None, grant_for=None)  # type: ignore[arg-type]
     commands.handle(client, json.dumps({"op": "read", "ref": "r1", "all": True}))
+    gevent.wait([client.backlog.worker], timeout=2)  # the connection's command worker
 
     theirs.settimeout(2)
     received = b""
