@@ -5,10 +5,11 @@ each of ``--topics`` topics, then ``--connections`` clients resume from ``0-0`` 
 them and do not read for ``--seconds`` seconds (4 KiB receive buffers, so the kernel
 holds little for them). The streamer's RSS is sampled all along. Then every client reads
 its stream to the end of its replay (all at once), and the run checks what each got:
-every event of its topics in id order followed by ``resumed`` and ``ready``, or a
-``reset``. It runs once with the default settings (the 57 MB replays are beyond
-HERALD_REPLAY_MAX_BYTES: a reset each) and once with the byte bound raised above them
-(complete replays), stores ``bench/results/replay.json`` and rewrites BENCHMARKS.md.
+every event of its topics in id order followed by ``resumed`` and ``ready``, or the
+first of them followed by a ``reset``. It runs once with the default settings (the 57 MB
+replays pass HERALD_REPLAY_MAX_BYTES: 8 MiB of events, then a reset each) and once with
+the byte bound raised above them (complete replays), stores
+``bench/results/replay.json`` and rewrites BENCHMARKS.md.
 
 Run it against a Redis of your own (it writes under a fresh prefix, and leaves the
 events there for HERALD_HISTORY_TTL)::
@@ -180,7 +181,8 @@ def _run(args: argparse.Namespace, target: HeraldTarget, port: int) -> dict[str,
             "idle_mb": round(idle / MB, 1), "stalled_peak_mb": round(stalled_peak / MB, 1),
             "stalled_seconds": args.seconds, "peak_mb": round(sampler.peak / MB, 1),
             "read_seconds": round(read_seconds, 1), "ends": ends,
-            "exact": all(o.ids == published for o in outcomes if o.end == "ready"),
+            "exact": all(o.ids == (published if o.end == "ready" else published[:len(o.ids)])
+                         for o in outcomes),
             "ordered": all(o.ids == sorted(o.ids, key=id_key) for o in outcomes)}
 
 

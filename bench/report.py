@@ -130,7 +130,8 @@ def slow_table(document: dict[str, Any]) -> list[str]:
 def replay_table(document: dict[str, Any]) -> list[str]:
     lines = ["| settings | clients | replay per client MB | in all MB | RSS idle MB "
              "| RSS peak while stalled MB | RSS peak MB | replays ended "
-             "| complete replays exact, in order | all read in (s) |", "|" + "---|" * 10]
+             "| exact and in order (all, or up to the reset) | all read in (s) |",
+             "|" + "---|" * 10]
     for r in _rows(document):
         ends = ", ".join(f"{count} {end}" for end, count in sorted(r["ends"].items()))
         lines.append(
@@ -167,7 +168,7 @@ EXPLANATIONS = {
         "same machine) each replay was built whole in memory: RSS idle 41 MB, 625 MB "
         "after 8 s (the 20 replays were still being built), peak 1,431 MB; reading them "
         "took 102 s. Now a replay is read a page at a time as its client reads, and "
-        "beyond `HERALD_REPLAY_MAX_BYTES` (8 MiB by default) it is one `reset`.",
+        "stops with a `reset` at `HERALD_REPLAY_MAX_BYTES` (8 MiB by default).",
     ],
     "slow": [
         "",

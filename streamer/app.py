@@ -15,11 +15,12 @@ Resuming: with a ``Last-Event-ID`` header (sent by browsers when they reconnect)
 ``last_event_id`` parameter (for page reloads; the header wins), the client first gets
 the events of its topics published after that position, from history, then live
 events: no gap and no duplicate, including events published while the replay is sent.
-The replay is planned first (``streamer.history``): when history cannot cover the gap,
-or it is beyond HERALD_REPLAY_MAX events on a topic or HERALD_REPLAY_MAX_BYTES bytes,
+The replay is planned first (``streamer.history``): when history cannot cover the gap
 the client gets one ``reset`` event instead, then live events. Otherwise the response
 head goes out and the replay follows in pages as the client reads (``streamer.replay``),
-then ``resumed`` and ``ready``; a WebSocket client's commands wait until it is live.
+then ``resumed`` and ``ready``, or, past HERALD_REPLAY_MAX events on a topic or
+HERALD_REPLAY_MAX_BYTES bytes, a ``reset`` where it stopped; a WebSocket client's
+commands wait until it is live.
 """
 
 from __future__ import annotations

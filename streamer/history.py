@@ -8,18 +8,18 @@ holds the first id that was kept.
 
 Guarantees:
 
-- ``plan(topics, after)`` decides, without reading any event into this process, whether
-  history can replay every event of ``topics`` after ``after`` up to ``end`` (the
-  deployment's latest position at that moment) within ``limit`` events per topic and
-  ``max_bytes`` bytes of envelopes in all, or why not (``Plan.reset``): the position is
-  malformed, ahead of every published event, older than the retention, below a topic's
-  floor, or too far behind. The events are counted and measured inside Redis (a
-  read-only script that stops past the bounds), so what it costs Redis is bounded too.
+- ``plan(topics, after)`` says from one pipeline of small reads (no event is read)
+  whether history can replay ``topics`` after ``after`` up to ``end``, the deployment's
+  latest position at that moment, or why not (``Plan.reset``): the position is
+  malformed (not ``<ms>-<seq>`` with both parts below 2^64), ahead of every published
+  event, older than the retention, or below a topic's floor.
 - ``Pager`` then reads a plan's events in pages of about ``budget`` bytes, merged across
-  topics in id order: exactly the events counted, each once. Between pages it holds at
-  most one fetch per topic (each sized to the page). If history loses an event it has
-  not returned yet (trimmed meanwhile), ``next_page`` raises ``HistoryGap`` before
-  returning any event after the loss: never a silent gap.
+  topics in id order, each once; between pages it holds at most one fetch per topic,
+  each sized to the page. It returns at most ``limit`` events per topic and ``max_bytes``
+  bytes of envelopes in all, and it stops (``Pager.stopped`` says why) before the first
+  event past those bounds, and before any event past a loss when history lost events it
+  has not returned yet (trimmed, or expired, while the replay went on): a replay is
+  complete, or a prefix that says it is one; never a silent gap.
 - ``since(positions)`` reads what a lost subscription missed, per topic
   (``Replay.resets`` names the topics it cannot cover); never a partial replay without
   saying so.
@@ -41,35 +41,8 @@ from herald.keys import Keys
 Key = tuple[int, int]
 Entry = tuple[Key, str, bytes]  # (position, topic, envelope)
 
-MEASURE_CHUNK = 100  # entries per XRANGE inside the measuring script
 MAX_FETCH = 256  # most entries one fetch reads from one topic
-
-# Counts and sizes the events of each stream (KEYS) in (ARGV[1], ARGV[2]]; stops counting
-# a stream past ARGV[3] events and every stream once ARGV[4] bytes are passed. Returns
-# {count, bytes} per stream. Read-only; envelopes are field "e", the only field.
-MEASURE_SCRIPT = """
-local limit, budget, chunk = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local total, out = 0, {}
-for _, stream in ipairs(KEYS) do
-  local count, bytes, start = 0, 0, '(' .. ARGV[1]
-  while count <= limit and total <= budget do
-    local entries = redis.call('XRANGE', stream, start, ARGV[2], 'COUNT', chunk)
-    for _, entry in ipairs(entries) do
-      local size = #entry[2][2]
-      count, bytes, total = count + 1, bytes + size, total + size
-    end
-    if #entries < chunk then break end
-    start = '(' .. entries[#entries][1]
-  end
-  out[#out + 1] = count
-  out[#out + 1] = bytes
-end
-return out
-"""
-
-
-class HistoryGap(Exception):
-    """History lost events a replay had not returned yet; the message says which topic."""
+SIZE_GUESS = 16 * 1024  # envelope size assumed for a topic before its first fetch
 
 
 @dataclass
@@ -83,13 +56,14 @@ class Replay:
 
 @dataclass
 class Plan:
-    """A replay decided on: the events of ``counts`` topics in (``after``, ``end``]."""
+    """A replay decided on: the events of ``topics`` in (``after``, ``end``]."""
 
     after: Key
     position: str  # the deployment's latest id when planned: the replay ends there
-    reset: str | None = None  # why history cannot replay, or None
-    counts: dict[str, int] = field(default_factory=dict)  # events per topic
-    sizes: dict[str, int] = field(default_factory=dict)  # envelope bytes per topic
+    reset: str | None = None  # why history cannot replay at all, or None
+    topics: tuple[str, ...] = ()
+    # When each topic's history could expire at the earliest (time.monotonic()), if ever.
+    expiry: dict[str, float] = field(default_factory=dict)
 
     @property
     def end(self) -> Key:
@@ -106,7 +80,6 @@ class History:
         self.ttl_ms = ttl * 1000
         self.limit = limit
         self.max_bytes = max_bytes
-        self._measure = redis_client.register_script(MEASURE_SCRIPT)
 
     def position(self) -> str:
         """The id of the latest event published in the deployment ("0-0" if none)."""
@@ -114,7 +87,10 @@ class History:
         return f"{int(ms or 0)}-{int(seq or 0)}"
 
     def plan(self, topics: tuple[str, ...], after: str) -> Plan:
-        """Whether, and what, to replay of ``topics`` after position ``after``."""
+        """Whether history can replay ``topics`` after position ``after``, up to now.
+
+        One pipeline of small reads; no event is read.
+        """
         if not valid_event_id(after):
             return Plan((0, 0), self.position(), "unknown position")
         key = id_key(after)
@@ -126,31 +102,20 @@ class History:
         pipe.hmget(self.keys.clock, "ms", "seq")
         for topic in topics:
             pipe.get(self.keys.floor(topic))
-        clock, *floors = pipe.execute()
-        plan = Plan(key, f"{int(clock[0] or 0)}-{int(clock[1] or 0)}")
-        plan.reset = next(iter(_gaps(dict.fromkeys(topics, key), floors, plan.end).values()),
-                          None)
-        if plan.reset is None and key < plan.end:
-            self._count(plan, topics)
+            pipe.pttl(self.keys.stream(topic))
+        now = time.monotonic()  # before the read: the expiries it gives are no later
+        clock, *rows = pipe.execute()
+        plan = Plan(key, f"{int(clock[0] or 0)}-{int(clock[1] or 0)}", topics=topics,
+                    expiry={topic: now + pttl / 1000
+                            for topic, pttl in zip(topics, rows[1::2], strict=True)
+                            if pttl >= 0})
+        gaps = _gaps(dict.fromkeys(topics, key), rows[0::2], plan.end)
+        plan.reset = next(iter(gaps.values()), None)
         return plan
-
-    def _count(self, plan: Plan, topics: tuple[str, ...]) -> None:
-        """Count and measure the plan's events in Redis; set its reset past the bounds."""
-        streams = [self.keys.stream(topic) for topic in topics]
-        after = f"{plan.after[0]}-{plan.after[1]}"
-        out = self._measure(keys=streams, args=[after, plan.position, self.limit,
-                                                self.max_bytes, MEASURE_CHUNK])
-        plan.counts = dict(zip(topics, out[0::2], strict=True))
-        plan.sizes = dict(zip(topics, out[1::2], strict=True))
-        over = [topic for topic, count in plan.counts.items() if count > self.limit]
-        if over:
-            plan.reset = f"more than {self.limit} events were missed on {over[0]}"
-        elif sum(plan.sizes.values()) > self.max_bytes:
-            plan.reset = f"more than {self.max_bytes} bytes of events were missed"
 
     def pager(self, plan: Plan) -> Pager:
         """Reads ``plan``'s events page by page (see ``Pager``)."""
-        return Pager(self.redis, self.keys, plan)
+        return Pager(self.redis, self.keys, plan, self.limit, self.max_bytes)
 
     def since(self, positions: dict[str, Key]) -> Replay:
         """Events after each topic's own position; a reset if any topic has a gap.
@@ -177,76 +142,101 @@ class Pager:
     """The events of a ``Plan``, read in pages merged across topics in id order.
 
     Each topic is read from where its last fetch ended, one fetch per topic at a time
-    (sized from the plan's average event size so a page's fetches are about one page),
-    and an event is returned only once every topic that still has events has one
-    fetched: the next event in id order is then known.
+    (sized from the sizes seen so that a page's fetches come to about one page), and an
+    event is returned only once every topic that may still have events has one fetched:
+    the next event in id order is then known. ``limit`` events per topic and
+    ``max_bytes`` bytes of envelopes in all are returned at most.
     """
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys, plan: Plan) -> None:
+    def __init__(self, redis_client: redis.Redis, keys: Keys, plan: Plan, limit: int,
+                 max_bytes: int) -> None:
         self.redis = redis_client
         self.keys = keys
         self.plan = plan
-        self._end = plan.position
-        self._cursor = dict.fromkeys(plan.counts, plan.after)
-        self._left = dict(plan.counts)  # events not fetched yet
-        self._ahead: dict[str, deque[Entry]] = {topic: deque() for topic in plan.counts}
-        self._size = {topic: plan.sizes[topic] // max(1, count)
-                      for topic, count in plan.counts.items()}
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.stopped: str | None = None  # why the replay cannot go on, once it cannot
+        self._cursor = dict.fromkeys(plan.topics, plan.after)
+        self._ahead: dict[str, deque[Entry]] = {topic: deque() for topic in plan.topics}
+        self._more = dict.fromkeys(plan.topics, plan.after < plan.end)  # may have events
+        self._size = dict.fromkeys(plan.topics, SIZE_GUESS)
+        self._sent = dict.fromkeys(plan.topics, 0)
+        self._bytes = 0
 
     def next_page(self, budget: int) -> list[Entry]:
         """The next events in id order, about ``budget`` envelope bytes (at least one
-        event); an empty list once every event was returned.
+        unless none is left); an empty list once every event was returned.
 
-        Raises ``HistoryGap`` when history lost events not returned yet, and
-        ``redis.RedisError`` when Redis cannot be read (the page is then not returned).
+        When the replay cannot go on (history lost events not returned yet, or the next
+        event would pass ``limit`` or ``max_bytes``), ``stopped`` says why and the page
+        holds the events before that point. Raises ``redis.RedisError`` when Redis
+        cannot be read.
         """
         page: list[Entry] = []
         size = 0
-        while size < budget:
+        while size < budget and self.stopped is None:
             self._refill(budget)
             ahead = [queue for queue in self._ahead.values() if queue]
-            if not ahead:
-                break
-            while size < budget:
+            while ahead and size < budget:
                 queue = min(ahead, key=lambda q: q[0][0])
+                if not self._admit(queue[0]):
+                    break
                 entry = queue.popleft()
                 page.append(entry)
                 size += len(entry[2])
                 if not queue:
-                    if self._left[entry[1]]:
+                    if self._more[entry[1]]:
                         break  # its next events are unknown: fetch them first
                     ahead.remove(queue)
-                    if not ahead:
-                        break
+            if not ahead:
+                break
         return page
 
+    def _admit(self, entry: Entry) -> bool:
+        """Count ``entry`` as returned, or stop the replay if it passes a bound."""
+        _, topic, envelope = entry
+        if self._sent[topic] >= self.limit:
+            self.stopped = f"more than {self.limit} events were missed on {topic}"
+        elif self._bytes + len(envelope) > self.max_bytes:
+            self.stopped = f"more than {self.max_bytes} bytes of events were missed"
+        else:
+            self._sent[topic] += 1
+            self._bytes += len(envelope)
+        return self.stopped is None
+
     def _refill(self, budget: int) -> None:
-        """Fetch the next events of every topic that has some left and none fetched."""
-        need = [t for t, queue in self._ahead.items() if not queue and self._left[t]]
+        """Fetch the next events of every topic that may have more and has none fetched."""
+        need = [t for t, queue in self._ahead.items() if not queue and self._more[t]]
         if not need:
             return
         share = max(1, budget // len(need))
-        counts = {t: min(self._left[t], MAX_FETCH, max(1, share // max(1, self._size[t])))
-                  for t in need}
+        counts = {t: min(MAX_FETCH, max(1, share // self._size[t])) for t in need}
         pipe = self.redis.pipeline(transaction=False)
         for topic in need:
             cursor = self._cursor[topic]
             pipe.get(self.keys.floor(topic))
-            pipe.xrange(self.keys.stream(topic), f"({cursor[0]}-{cursor[1]}", self._end,
-                        count=counts[topic])
+            pipe.xrange(self.keys.stream(topic), f"({cursor[0]}-{cursor[1]}",
+                        self.plan.position, count=counts[topic])
         rows = pipe.execute()
         for topic, floor, entries in zip(need, rows[0::2], rows[1::2], strict=True):
             self._take(topic, floor, entries, counts[topic])
 
     def _take(self, topic: str, floor: bytes | None, entries: list[Any], asked: int) -> None:
         cursor = self._cursor[topic]
-        if (floor and id_key(floor.decode()) > cursor) or len(entries) < asked:
-            raise HistoryGap(f"history of {topic} lost events during the replay")
+        if floor and id_key(floor.decode()) > cursor:
+            self.stopped = f"history of {topic} lost events during the replay"
+        elif len(entries) < asked and time.monotonic() >= self.plan.expiry.get(topic, 1e308):
+            # Its stream may have expired under the replay: an end is no proof of none.
+            self.stopped = f"history of {topic} expired during the replay"
+        if self.stopped is not None:
+            return
         queue = self._ahead[topic]
         for entry_id, fields in entries:
             queue.append((id_key(entry_id.decode()), topic, fields[b"e"]))
-        self._cursor[topic] = queue[-1][0]
-        self._left[topic] -= len(entries)
+        if entries:
+            self._cursor[topic] = queue[-1][0]
+            self._size[topic] = max(1, sum(len(e[2]) for e in queue) // len(queue))
+        self._more[topic] = len(entries) == asked
 
 
 def _gaps(positions: dict[str, Key], floors: list[Any], latest: Key) -> dict[str, str]:

@@ -10,16 +10,20 @@ this module paces them to one client. Guarantees:
   and the next page is read only once the client's queue is down to an eighth of it,
   so however long a replay and however slowly its client reads, this process holds
   about one page (and one fetch per topic) for it;
-- bounded in size: a replay of more than HERALD_REPLAY_MAX events on a topic or
-  HERALD_REPLAY_MAX_BYTES bytes in all is refused up front (``Plan.reset``);
+- bounded in size: a replay stops before the first event past HERALD_REPLAY_MAX events
+  on a topic or HERALD_REPLAY_MAX_BYTES bytes in all, and the client gets a ``reset``
+  there instead of ``resumed`` (counting needs the events read, so this is known only
+  as the replay goes; a client that does not read makes Redis read no more than what
+  it is about to be sent);
 - fair: at most HERALD_REPLAY_CONCURRENCY replays read history at once per process. A
   replay holds its slot while it plans or reads and encodes a page, never while it waits
   for its client, so a slow or stalled reader keeps no one else waiting; a client beyond
   the bound waits its turn (its handshake waits; a slot is held for one read);
 - never a silent gap: if history loses events not sent yet (trimmed while a slow client
-  read), the client gets a ``reset`` at that point instead of ``resumed``; if Redis
-  fails mid-replay the connection is closed, and the client resumes from the last event
-  it received.
+  read), the client gets a ``reset`` at that point instead of ``resumed``. Either way
+  the events before a ``reset`` are exact and in order, and the ``reset`` carries the
+  plan's end as its id, where live events take over. If Redis fails mid-replay the
+  connection is closed, and the client resumes from the last event it received.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import redis
 
 from herald.event import id_key, sse_frame
 from streamer.client import WS, Client
-from streamer.history import History, HistoryGap, Plan, reset_envelope
+from streamer.history import History, Plan, reset_envelope
 from streamer.hub import Frames, decode
 from streamer.websocket import reply
 
@@ -58,8 +62,8 @@ class Replays:
         """Feed ``plan``'s events to ``client`` page by page, then ``resumed``.
 
         Returns True once the replay is complete, False when it ended with a ``reset``
-        (history lost events meanwhile), None when the client is closed (it left, was
-        too slow, or Redis failed).
+        (beyond a bound, or history lost events meanwhile), None when the client is
+        closed (it left, was too slow, or Redis failed).
         """
         pager = self.history.pager(plan)
         budget = max(1, client.limit // PAGE_SHARE)
@@ -72,16 +76,12 @@ class Replays:
                     frames = [f.for_transport(client.transport) for f in
                               (decode(topic, envelope) for _, topic, envelope in page)
                               if f is not None]
-                if not page:
-                    break
                 replayed += len(frames)
                 client.feed(b"".join(frames))
-        except HistoryGap as gap:
-            log.info("client %s of %s resuming from %r: reset mid-replay (%s)", client.peer,
-                     client.user, last_id[:40], gap)
-            client.feed(reset_frames(plan.position, str(gap), last_id)
-                        .for_transport(client.transport))
-            return False
+                if pager.stopped is not None:
+                    return self._cut(client, plan, last_id, pager.stopped)
+                if not page:
+                    break
         except redis.RedisError as exc:
             log.warning("client %s of %s: history unavailable mid-replay (%s); closing it",
                         client.peer, client.user, exc)
@@ -90,6 +90,15 @@ class Replays:
             return None
         client.feed(resumed_frame(client.transport, replayed, last_id))
         return True
+
+    @staticmethod
+    def _cut(client: Client, plan: Plan, last_id: str, reason: str) -> bool:
+        """End a replay part-way with a ``reset``: the events before it were exact."""
+        log.info("client %s of %s resuming from %r: reset mid-replay (%s)", client.peer,
+                 client.user, last_id[:40], reason)
+        client.feed(reset_frames(plan.position, reason, last_id)
+                    .for_transport(client.transport))
+        return False
 
 
 def reset_frames(position: str, reason: str, last_id: str | None) -> Frames:

@@ -98,25 +98,26 @@ def test_stalled_resumes_hold_about_a_page_each_then_complete_exactly(
             client.close()
 
 
-@pytest.mark.parametrize(("what", "count", "size", "reason"), [
-    ("bytes", 4, 30_000, "more than 65536 bytes of events were missed"),
-    ("events", 60, 10, "more than 50 events were missed on user:ivy"),
+@pytest.mark.parametrize(("what", "count", "size", "kept", "reason"), [
+    ("bytes", 4, 30_000, 2, "more than 65536 bytes of events were missed"),
+    ("events", 60, 10, 50, "more than 50 events were missed on user:ivy"),
 ])
-def test_a_replay_beyond_its_bounds_is_one_reset_then_live_events(
-        streamer_with, publisher, mint, what, count, size, reason):
+def test_a_replay_past_its_bounds_ends_with_a_reset_then_live_events(
+        streamer_with, publisher, mint, what, count, size, kept, reason):
     _, url = streamer_with(HERALD_REPLAY_MAX="50", HERALD_REPLAY_MAX_BYTES="65536")
     pub = publisher()
     first = pub.publish("user:ivy", "before")
-    for n in range(count):
-        pub.publish("user:ivy", {"n": n, "pad": "x" * size})
+    ids = [pub.publish("user:ivy", {"n": n, "pad": "x" * size}) for n in range(count)]
     with _resume(url, mint("ivy"), ["user:ivy"], first) as client:
         assert client.status == 200
         sentinel = pub.publish("user:ivy", "sentinel")
         events = _until(client, sentinel)
-        assert [e.event for e in events] == ["reset", "message"]
-        assert events[0].json()["data"] == {"reason": reason, "last_event_id": first}
-        assert events[1].id == sentinel
-        assert client.parser.resumed == []
+    assert [e.event for e in events] == ["message"] * kept + ["reset", "message"]
+    assert [e.id for e in events[:kept]] == ids[:kept]  # up to the bound, exactly
+    assert events[kept].id == ids[-1]  # where the replay would have ended
+    assert events[kept].json()["data"] == {"reason": reason, "last_event_id": first}
+    assert events[-1].id == sentinel
+    assert client.parser.resumed == []
 
 
 def test_history_trimmed_under_a_slow_replay_gives_a_reset_not_a_gap(
