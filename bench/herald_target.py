@@ -41,8 +41,9 @@ class HeraldPublisher:
         self._publisher = Publisher(self._redis, self._keys, history_maxlen=1000,
                                     history_ttl=600)
 
-    def publish(self, topic: str, data: dict[str, Any]) -> None:
-        self._publisher.publish(topic, data, "bench")
+    def publish(self, topic: str, data: dict[str, Any]) -> str:
+        """Publish one event of type ``bench``; return its id."""
+        return self._publisher.publish(topic, data, "bench")
 
     def subscribers(self, topic: str) -> int:
         """Streamer processes subscribed to ``topic`` (not clients: one per process)."""

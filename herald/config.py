@@ -234,8 +234,15 @@ SETTINGS: tuple[Setting, ...] = (
             "Kernel send buffer per SSE socket in bytes (bounds what a stalled client pins "
             "in kernel memory); 0 keeps the kernel's autotuning."),
     Setting("HERALD_REPLAY_MAX", "replay_max", "1000", _int(1, 100_000),
-            "Most events replayed to one resuming client per topic; further behind gets a "
-            "`reset` event instead."),
+            "Most events replayed to one resuming client per topic; past them the replay "
+            "ends with a `reset` event."),
+    Setting("HERALD_REPLAY_MAX_BYTES", "replay_max_bytes", "8388608",
+            _int(65_536, 1 << 31),
+            "Most bytes of events (envelopes) replayed to one resuming client, all topics "
+            "together; past them the replay ends with a `reset` event."),
+    Setting("HERALD_REPLAY_CONCURRENCY", "replay_concurrency", "8", _int(1, 64),
+            "Replays one streamer process reads from Redis at once; others wait their turn "
+            "(a replay holds a slot while it reads a page, not while its client reads)."),
     Setting("HERALD_DRAIN_SECONDS", "drain_seconds", "3", _float(0, 300),
             "On SIGTERM the streamer closes its clients spread over this many seconds, so "
             "their reconnections do not all land at once."),
@@ -297,6 +304,8 @@ class Config:
     client_buffer: int
     send_buffer: int
     replay_max: int
+    replay_max_bytes: int
+    replay_concurrency: int
     drain_seconds: float
     history_maxlen: int
     history_ttl: int

@@ -5,7 +5,9 @@ An event is the JSON object ``{"id", "ts", "topic", "type", "data"}``:
 - ``id`` is ``"<ms>-<seq>"``, assigned by Redis when the event is published. Ids are one
   total order across every topic of a deployment (a global sequence number behind a
   clock that never goes back), so a single id is a resume position for a client that
-  follows several topics. It is also the event's position in its topic's history.
+  follows several topics. It is also the event's position in its topic's history, so
+  both parts are below 2^64 (a Redis Stream id): ``valid_event_id`` is the one check
+  every surface uses, and anything it refuses is no position at all.
 - ``ts`` is the publish time in milliseconds since the epoch (Redis' clock).
 - ``topic`` and ``type`` follow ``TOPIC_RULE`` and ``TYPE_RULE``; neither can hold CR, LF
   or NUL, so neither can inject an SSE field.
@@ -33,6 +35,7 @@ TOPIC_RE = re.compile(TOPIC_RULE)
 TYPE_RE = re.compile(TYPE_RULE)
 USER_RE = re.compile(USER_RULE)
 EVENT_ID_RE = re.compile(EVENT_ID_RULE)
+ID_PART_LIMIT = 2**64  # each part of a Redis Stream id is an unsigned 64-bit integer
 
 MAX_DATA_BYTES = 64 * 1024
 BROADCAST = "broadcast"
@@ -53,7 +56,10 @@ def valid_user(user: object) -> bool:
 
 
 def valid_event_id(event_id: object) -> bool:
-    return isinstance(event_id, str) and EVENT_ID_RE.fullmatch(event_id) is not None
+    """True when ``event_id`` is a position Redis can hold: ``<ms>-<seq>``, each < 2^64."""
+    if not isinstance(event_id, str) or EVENT_ID_RE.fullmatch(event_id) is None:
+        return False
+    return all(part < ID_PART_LIMIT for part in id_key(event_id))
 
 
 def id_key(event_id: str) -> tuple[int, int]:

@@ -18,9 +18,13 @@ in a fresh token before then with the ``auth`` command.
 Resuming: with a ``Last-Event-ID`` header (sent by browsers when they reconnect) or a
 ``last_event_id`` parameter (for page reloads; the header wins), the client first gets
 the events of its topics published after that position, from history, then live
-events: no gap and no duplicate, including events published while the replay is read.
-When history cannot cover the gap (see ``streamer.history``) it gets one ``reset``
-event instead, then live events.
+events: no gap and no duplicate, including events published while the replay is sent.
+The replay is planned first (``streamer.history``): when history cannot cover the gap
+the client gets one ``reset`` event instead, then live events. Otherwise the response
+head goes out and the replay follows in pages as the client reads (``streamer.replay``),
+then ``resumed`` and ``ready``, or, past HERALD_REPLAY_MAX events on a topic or
+HERALD_REPLAY_MAX_BYTES bytes, a ``reset`` where it stopped; a WebSocket client's
+commands wait until it is live.
 """
 
 from __future__ import annotations
@@ -41,16 +45,17 @@ from wsproto.utilities import RemoteProtocolError
 from herald import tokens
 from herald.config import Config
 from herald.errors import TokenError
-from herald.event import TOPIC_RULE, id_key, sse_comment, sse_frame, user_topic, valid_topic
+from herald.event import TOPIC_RULE, sse_comment, user_topic, valid_topic
 from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import SSE, WS, Client
 from streamer.commands import Commands
 from streamer.expiry import TOKEN_EXPIRED
-from streamer.history import History, Key, reset_envelope
-from streamer.hub import Frames, Hub, decode
+from streamer.history import History, Key, Plan
+from streamer.hub import Hub
 from streamer.protocol import BadRequest, Request, response
 from streamer.pubsub import PubSubError
+from streamer.replay import Replays, reset_frames
 from streamer.reply import reply_and_close
 from streamer.websocket import reply
 
@@ -78,6 +83,7 @@ class Streamer:
         self.hub = hub
         self.broker = broker
         self.history = history
+        self.replays = Replays(history, config.replay_concurrency)
         self.revoked = revoked if revoked is not None else set()
         self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
         self.commands: Commands | None = None  # WebSocket commands, set by the service
@@ -212,8 +218,8 @@ class Streamer:
         client.attach(sock, self.config.send_buffer)
 
     def _join(self, sock: _socket.socket, client: Client, last_id: str | None) -> None:
-        """Wait for the subscriptions, read the replay, then go live in order."""
-        marker = None
+        """Wait for the subscriptions, plan the replay, then send it and go live in order."""
+        plan = None
         try:
             # Subscribed, with a known start: this process has dispatched every event
             # of these topics up to ``start`` (their subscriptions' recorded starts).
@@ -221,13 +227,11 @@ class Streamer:
             if start is None:
                 raise BadRequest(503, "unavailable", "not subscribed to Redis yet; retry",
                                  headers={"Retry-After": "1"})
-            preamble, after = self._preamble(client, last_id)
-            if after is None:
-                marker = (start, _ready(client.transport, _text(start)))
-            else:
-                # The replay may hold events still on their way through pub/sub: wait
-                # until they have been dispatched (to the joining client, which skips
-                # them), so none comes twice.
+            if last_id is not None:
+                plan = self.replays.plan(client.topics, last_id)
+                # Events up to the plan's end may still be on their way through pub/sub:
+                # wait until they have been dispatched (to the joining client, which
+                # drops them), so none comes twice.
                 self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
         except (BadRequest, redis.RedisError, PubSubError, gevent.Timeout) as exc:
             self.hub.remove(client)
@@ -241,29 +245,34 @@ class Streamer:
             else:
                 sock.close()
             return
-        client.begin_with(preamble)
-        self.hub.activate(client, after, marker)
-        client.attach(sock, self.config.send_buffer)
-
-    def _preamble(self, client: Client, last_id: str | None) -> tuple[bytes, Key | None]:
-        """The head plus the replay (or a reset), and the position it brings up to."""
-        head = client.head
-        if last_id is None:
-            return head, None
-        replay = self.history.replay(client.topics, last_id)
-        if replay.reset:
-            envelope = reset_envelope(replay.position, replay.reset, last_id)
+        if plan is None or last_id is None:
+            client.begin_with(client.head)
+            self.hub.activate(client, None, (start, _ready(client.transport, _text(start))))
+            client.attach(sock, self.config.send_buffer)
+        elif plan.reset is not None:
             log.info("client %s of %s resuming from %r: reset (%s)", client.peer,
-                     client.user, last_id[:40], replay.reset)
-            reset = Frames(id_key(replay.position),
-                           sse_frame(replay.position, "reset", envelope), envelope)
-            return head + reset.for_transport(client.transport), reset.key
-        decoded = (decode(topic, envelope) for _, topic, envelope in replay.events)
-        frames = [f.for_transport(client.transport) for f in decoded if f is not None]
-        after = max([id_key(last_id), *(key for key, _, _ in replay.events)])
-        resumed = _resumed(client.transport, len(frames), last_id)
-        ready = _ready(client.transport, _text(after))
-        return head + b"".join(frames) + resumed + ready, after
+                     client.user, last_id[:40], plan.reset)
+            reset = reset_frames(plan.position, plan.reset, last_id)
+            client.begin_with(client.head + reset.for_transport(client.transport))
+            self.hub.activate(client, reset.key)
+            client.attach(sock, self.config.send_buffer)
+        else:
+            self._replay(sock, client, plan, last_id)
+
+    def _replay(self, sock: _socket.socket, client: Client, plan: Plan, last_id: str) -> None:
+        """Send the head, then the replay as the client reads it, then go live."""
+        client.begin_with(client.head)
+        client.drop_held(plan.end)  # replayed: dispatched before the barrier passed
+        if self.commands is not None and client.ws is not None:
+            self.commands.hold(client)
+        client.attach(sock, self.config.send_buffer)
+        complete = self.replays.send(client, plan, last_id)
+        if complete is None:
+            return
+        marker = (plan.end, _ready(client.transport, plan.position)) if complete else None
+        self.hub.activate(client, plan.end, marker)
+        if self.commands is not None and client.ws is not None:
+            self.commands.release(client)
 
     def _handshake(self, client: Client, cors: dict[str, str]) -> bytes:
         head = SSE_HEAD
@@ -340,14 +349,6 @@ def _bearer(request: Request) -> str | None:
 def _unauthorized(message: str) -> BadRequest:
     return BadRequest(401, "unauthorized", message, "token",
                       headers={"WWW-Authenticate": 'Bearer realm="herald"'})
-
-
-def _resumed(transport: str, replayed: int, last_id: str) -> bytes:
-    """Tells the client how many events its resume replayed (no id: not a position)."""
-    data = {"replayed": replayed, "from": last_id}
-    if transport == WS:
-        return reply("resumed", **data)
-    return b"event: resumed\ndata: %s\n\n" % json.dumps(data, separators=(",", ":")).encode()
 
 
 def _ready(transport: str, position: str) -> bytes:

@@ -21,7 +21,11 @@ Guarantees:
   input closes the client (1011 for a WebSocket) and is logged;
 - ``finish`` sends a last message after everything already queued, then closes: nothing
   is sent after it, and the connection is closed gracefully (shut down for writing,
-  then lingering), so the peer reads that message rather than a reset.
+  then lingering), so the peer reads that message rather than a reset;
+- while it joins (see ``Hub.join``) the live frames it collects (``hold``) are bounded by
+  ``limit`` too: past it the hub closes it as too slow;
+- a replay feeds it without the ``limit`` check (``feed``) but paces itself: it waits
+  until the queue has drained (``drained``) before it reads the next page.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import gevent
+import gevent.event
 from gevent.socket import wait_write
 from wsproto import WSConnection
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
@@ -59,10 +64,10 @@ EV_READ = 1
 class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
-    __slots__ = ("_message", "_on_close", "_watcher", "_writer", "backlog", "close_reason",
-                 "closed", "ending", "fd", "grant", "head", "input", "limit", "on_text", "peer",
-                 "pending", "pending_bytes", "prelive", "sock", "token_id", "topics",
-                 "transport", "user", "write_timeout", "ws")
+    __slots__ = ("_drained", "_message", "_on_close", "_watcher", "_writer", "backlog",
+                 "close_reason", "closed", "ending", "fd", "grant", "head", "input", "limit",
+                 "on_text", "peer", "pending", "pending_bytes", "prelive", "prelive_bytes",
+                 "sock", "token_id", "topics", "transport", "user", "write_timeout", "ws")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
                  write_timeout: float = 30.0, peer: str = "", transport: str = SSE) -> None:
@@ -90,6 +95,8 @@ class Client:
         self.pending_bytes = 0
         # While joining (see ``Hub.join``): frames of its topics, with their positions.
         self.prelive: list[tuple[tuple[int, int], bytes]] | None = None
+        self.prelive_bytes = 0
+        self._drained: tuple[int, gevent.event.Event] | None = None  # (mark, its waiter)
         self._writer: gevent.Greenlet | None = None
         self._watcher = None
         self._on_close: Callable[[Client], None] | None = None
@@ -98,13 +105,51 @@ class Client:
         self._on_close = callback
 
     def begin_with(self, preamble: bytes) -> None:
-        """Queue the stream's head (and any replay) first; it gets its own allowance.
+        """Queue the stream's head (and a reset) first; it gets its own allowance.
 
-        The replay is bounded by HERALD_REPLAY_MAX, so ``limit`` grows by its size: the
-        client may still fall ``limit`` bytes behind on live events.
+        ``limit`` grows by its size (a few hundred bytes): the client may still fall
+        ``limit`` bytes behind on live events.
         """
         self.limit += len(preamble)
         self.enqueue(preamble)
+
+    def hold(self, key: tuple[int, int], frame: bytes) -> bool:
+        """Keep a live frame while joining; False once they pass ``limit`` (too slow)."""
+        self.prelive_bytes += len(frame)
+        if self.prelive_bytes > self.limit or self.prelive is None:
+            return False
+        self.prelive.append((key, frame))
+        return True
+
+    def drop_held(self, upto: tuple[int, int]) -> None:
+        """Forget the live frames held at or before position ``upto`` (replayed ones)."""
+        if self.prelive:
+            self.prelive = [(key, frame) for key, frame in self.prelive if key > upto]
+            self.prelive_bytes = sum(len(frame) for _, frame in self.prelive)
+
+    def feed(self, data: bytes) -> None:
+        """Queue part of a replay, whatever ``limit``: the replay paces itself by
+        waiting for ``drained`` before it reads more."""
+        if self.closed:
+            return
+        if self.pending is None:
+            self.pending = deque()
+        self.pending.append(data)
+        self.pending_bytes += len(data)
+        if self.sock is not None:
+            self._start_writer()
+
+    def drained(self, mark: int) -> bool:
+        """Wait until at most ``mark`` bytes are queued; False if the client closed.
+
+        A client that stops reading is closed by its writer after ``write_timeout``.
+        """
+        while not self.closed and self.pending_bytes > mark:
+            waiter = gevent.event.Event()
+            self._drained = (mark, waiter)
+            waiter.wait()
+        self._drained = None
+        return not self.closed
 
     def attach(self, sock: _socket.socket, send_buffer: int = 0) -> None:
         """Take over the connection's (non-blocking) socket and start streaming to it.
@@ -210,6 +255,8 @@ class Client:
             goodbye = b"".join(self.pending) + goodbye if within else None
         self.pending = None
         self.pending_bytes = 0
+        self.prelive = None
+        self._wake()
         if self._watcher is not None:
             self._watcher.stop()
             self._watcher.close()
@@ -337,3 +384,10 @@ class Client:
             pending[0] = chunk[written:]
         else:
             pending.popleft()
+        self._wake()
+
+    def _wake(self) -> None:
+        """Release a replay waiting in ``drained`` once the queue is down to its mark."""
+        drained = self._drained
+        if drained is not None and (self.closed or self.pending_bytes <= drained[0]):
+            drained[1].set()

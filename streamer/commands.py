@@ -87,9 +87,10 @@ class Refused(Exception):
 class Backlog:
     """One connection's commands waiting to run, its worker and its rate budget."""
 
-    __slots__ = ("size", "tokens", "updated", "waiting", "worker")
+    __slots__ = ("held", "size", "tokens", "updated", "waiting", "worker")
 
     def __init__(self) -> None:
+        self.held = False  # queue but do not run yet (the connection is replaying)
         self.waiting: deque[str] = deque()
         self.size = 0  # characters of text waiting
         self.worker: gevent.Greenlet | None = None
@@ -165,7 +166,26 @@ class Commands:
                                     "per second per connection", retry_after=wait))
             return
         backlog.push(text)
-        if backlog.worker is None:
+        self._start(client, backlog)
+
+    def hold(self, client: Client) -> None:
+        """Queue ``client``'s commands, without running them, until ``release``.
+
+        A command (``subscribe``) must not move a client still receiving its replay;
+        the queue's bounds (``busy``) and the rate apply as usual meanwhile.
+        """
+        if client.backlog is None:
+            client.backlog = Backlog()
+        client.backlog.held = True
+
+    def release(self, client: Client) -> None:
+        """Run the commands held since ``hold``, in order, then the later ones."""
+        if client.backlog is not None:
+            client.backlog.held = False
+            self._start(client, client.backlog)
+
+    def _start(self, client: Client, backlog: Backlog) -> None:
+        if backlog.worker is None and backlog.waiting and not backlog.held:
             backlog.worker = gevent.spawn(self._work, client, backlog)
 
     def _ops(self) -> list[str]:
@@ -178,7 +198,7 @@ class Commands:
         to answer.
         """
         try:
-            while backlog.waiting and not client.closed:
+            while backlog.waiting and not backlog.held and not client.closed:
                 self._run(client, backlog.pop())
         finally:
             backlog.worker = None

@@ -5,9 +5,10 @@ Redis is turned, per group, into one payload (the SSE frames of the batch's even
 that group, in publication order), which is then written to every client of the group.
 SSE and WebSocket clients are in separate groups (their frames differ); each event is
 encoded at most once per transport. A client still in its handshake (waiting for its
-subscription or reading its replay)
-is *joining*: it collects the frames of its topics, with their positions, until
-``activate`` hands it those after its replay and makes it a member of its group.
+subscription or receiving its replay) is *joining*: it collects the frames of its
+topics, with their positions, until ``activate`` hands it those after its replay and
+makes it a member of its group. What it collects is bounded like a live client's queue
+(its ``limit``): a joining client past it is closed as too slow.
 
 Guarantees:
 - each event is encoded into its SSE frame once per process, whatever the number of
@@ -148,6 +149,7 @@ class Hub:
             queue.append(marker)
             queue.sort(key=lambda item: item[0])
         client.prelive = None
+        client.prelive_bytes = 0
         for _, frame in queue:
             if not client.enqueue(frame):
                 client.close(TOO_SLOW)
@@ -276,6 +278,7 @@ class Hub:
     def dispatch(self, batch: Iterable[tuple[str, bytes]]) -> None:
         """Fan out a batch of ``(topic, envelope)`` read from Redis, in order."""
         touched: list[Group] = []
+        too_slow: list[Client] = []
         positions = self.positions
         for topic, envelope in batch:
             if not self._in_use(topic):
@@ -290,7 +293,8 @@ class Hub:
             self.latest = frames.key
             self.events_in += 1
             for client in self._joining.get(topic, ()):
-                client.prelive.append((frames.key, frames.for_transport(client.transport)))
+                if not client.hold(frames.key, frames.for_transport(client.transport)):
+                    too_slow.append(client)
             for group in self._by_topic.get(topic, ()):
                 if not group.frames:
                     touched.append(group)
@@ -304,6 +308,8 @@ class Hub:
             group.last_sent = now
             self.deliveries += len(frames_of_group) * len(group.clients)
             _write_all(group.clients, payload)
+        for client in too_slow:
+            client.close(TOO_SLOW)
 
     def fill(self, replay: Replay) -> None:
         """Deliver what a lost subscription missed: events, or a reset per topic."""
@@ -315,8 +321,9 @@ class Hub:
                             sse_frame(replay.position, "reset", envelope), envelope)
             for group in self._by_topic.get(topic, ()):
                 _write_all(set(group.clients), frames.for_transport(group.transport))
-            for client in self._joining.get(topic, ()):
-                client.prelive.append((frames.key, frames.for_transport(client.transport)))
+            for client in list(self._joining.get(topic, ())):
+                if not client.hold(frames.key, frames.for_transport(client.transport)):
+                    client.close(TOO_SLOW)
             self.positions[topic] = frames.key
 
     def heartbeat(self, idle_for: float = 0.0) -> None:

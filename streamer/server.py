@@ -60,7 +60,8 @@ class StreamerService:
         # than opening one each (Redis' maxclients, this process' descriptors).
         bounded = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
             config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10))
-        self.history = History(bounded, keys, config.history_ttl, config.replay_max)
+        self.history = History(bounded, keys, config.history_ttl, config.replay_max,
+                               config.replay_max_bytes)
         self.broker = Broker(config.redis_url, keys, self._dispatch,
                              on_resync=self._fill_gaps, on_subscribed=self._subscribed,
                              on_control=self._control)

@@ -68,13 +68,16 @@ def test_resume_replays_exactly_what_was_missed(streamer_on_own, own_redis, mint
         assert client.parser.ready_id == ids[9]
 
 
-@pytest.mark.parametrize("position", ["trimmed", "garbage", "ancient", "future"])
+@pytest.mark.parametrize("position", ["trimmed", "garbage", "ancient", "future",
+                                      "beyond 2^64", "largest stream id"])
 def test_position_beyond_history_gets_a_reset_then_live_events(streamer_on_own, own_redis,
                                                                mint, config, position):
     publisher = _publisher(own_redis, config, maxlen=10)
     ids = [publisher.publish("user:carol", {"n": n}, "note") for n in range(300)]
     last_id = {"trimmed": ids[0], "garbage": "not-an-id", "ancient": "1000-1",
-               "future": f"{int(time.time() * 1000) + 86_400_000}-1"}[position]
+               "future": f"{int(time.time() * 1000) + 86_400_000}-1",
+               "beyond 2^64": "99999999999999999999-99999999999999999999",
+               "largest stream id": "18446744073709551615-18446744073709551615"}[position]
     with SSEClient(streamer_on_own, {"token": mint("carol")},
                    headers={"Last-Event-ID": last_id}) as client:
         assert client.status == 200

@@ -7,7 +7,15 @@ import json
 import pytest
 
 from herald.errors import InvalidEvent
-from herald.event import Event, encode_body, id_key, sse_comment, sse_frame, valid_topic
+from herald.event import (
+    Event,
+    encode_body,
+    id_key,
+    sse_comment,
+    sse_frame,
+    valid_event_id,
+    valid_topic,
+)
 
 
 @pytest.mark.parametrize("topic", ["user:alice", "broadcast", "a", "room:42.b_c-d",
@@ -53,6 +61,18 @@ def test_envelope_round_trip_and_frame_is_one_event():
 
 def test_ids_compare_numerically():
     assert id_key("999-5") < id_key("1000-1") < id_key("1000-2")
+
+
+@pytest.mark.parametrize(("event_id", "valid"), [
+    ("0-0", True), ("1795830715759-2", True),
+    ("18446744073709551615-18446744073709551615", True),  # Redis' largest stream id
+    ("18446744073709551616-0", False), ("0-18446744073709551616", False),
+    ("99999999999999999999-99999999999999999999", False),
+    ("1-", False), ("-1", False), ("1-1-1", False), ("1-1\n", False), (" 1-1", False),
+    ("٣-1", False), ("123456789012345678901-1", False), (17, False), (None, False),
+])
+def test_event_ids_are_positions_redis_can_hold(event_id, valid):
+    assert valid_event_id(event_id) is valid
 
 
 def test_comment_cannot_break_lines():
