@@ -33,7 +33,6 @@ from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection
 from wsproto.events import Request as WsRequest
 
-from herald import tokens
 from herald.config import Config
 from herald.errors import TokenError
 from herald.event import TOPIC_RULE, id_key, sse_comment, sse_frame, user_topic, valid_topic
@@ -46,6 +45,7 @@ from streamer.hub import Frames, Hub, decode
 from streamer.protocol import BadRequest, Request, response
 from streamer.pubsub import PubSubError
 from streamer.reply import reply_and_close
+from streamer.tokencache import TokenCache
 from streamer.websocket import reply
 
 log = logging.getLogger(__name__)
@@ -76,6 +76,7 @@ class Streamer:
         self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
         self.commands: Commands | None = None  # WebSocket commands, set by the service
         self._ready_cache: dict[str, tuple[Key, bytes]] = {}
+        self.verified = TokenCache(config.secret, config.token_algorithms)
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
@@ -273,7 +274,7 @@ class Streamer:
         if not token:
             raise _unauthorized("a token is required (?token=, Bearer or cookie)")
         try:
-            grant = tokens.verify(self.config.secret, token, self.config.token_algorithms)
+            grant = self.verified.verify(token)  # each distinct token once per process
         except TokenError as exc:
             raise _unauthorized(str(exc)) from None
         if grant.token_id in self.revoked:

@@ -1,0 +1,56 @@
+"""Verified tokens of one streamer process, so each distinct token is verified once.
+
+After a restart every client reconnects at once, most with a token this process has
+seen before (one tab reconnecting, or many clients sharing a token): checking the
+signature and claims again for each is most of a handshake's cost.
+
+Guarantees:
+- ``verify`` returns exactly what ``herald.tokens.verify`` returned for the same token
+  string (the same ``Grant``, with its ``expires_at``), or raises the ``TokenError``
+  it raises; a failure is never cached, so a bad token is checked in full every time;
+- a cached token is never returned at or after its expiry (``exp``): it is verified
+  again, which refuses it as expired;
+- at most ``size`` tokens are held (least recently used ones go first), so a flood of
+  distinct valid tokens cannot grow the process' memory without bound;
+- revocation is not decided here: the caller checks the ``Grant``'s token id against
+  its deny list on every use, cached or not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from cachetools import TLRUCache
+
+from herald import tokens
+from herald.tokens import Grant
+
+# Tokens held per process: several times the clients one process serves, a few MB.
+CACHE_SIZE = 50_000
+
+
+def _until_expiry(_token: str, grant: Grant, _now: float) -> float:
+    return grant.expires_at
+
+
+class TokenCache:
+    """``herald.tokens.verify`` for one secret, remembering what it verified."""
+
+    def __init__(self, secret: str, algorithms: tuple[str, ...], size: int = CACHE_SIZE,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.secret = secret
+        self.algorithms = algorithms
+        # The clock is the one PyJWT checks ``exp`` against (epoch seconds).
+        self._grants: TLRUCache[str, Grant] = TLRUCache(size, _until_expiry, timer=clock)
+
+    def verify(self, token: str) -> Grant:
+        """The token's ``Grant``; raise ``TokenError`` saying why it is refused."""
+        grant = self._grants.get(token)
+        if grant is None:
+            grant = tokens.verify(self.secret, token, self.algorithms)
+            self._grants[token] = grant
+        return grant
+
+    def __len__(self) -> int:
+        return len(self._grants)
