@@ -5,8 +5,14 @@ event loop; a callback accepts, reads and, once the head is complete, calls the
 handler with the connection's socket (which the handler then owns). A connection costs
 a greenlet only if its handler needs to wait for something.
 
+Accepting is batched: each wakeup of the listening socket accepts up to
+``ACCEPTS_PER_WAKEUP`` connections and reads each at once (when a crowd reconnects, a
+request has usually arrived with its connection), so only a connection whose request is
+late costs a watcher.
+
 Guarantees:
 - a request head larger than ``max_head`` bytes is answered 431 and closed;
+- a malformed request head is answered 400 with a JSON error (``streamer.protocol``);
 - a connection that has not completed its head within ``head_timeout`` seconds is
   closed (slowloris), checked every second;
 - a connection that closes before completing its head is dropped quietly;
@@ -81,18 +87,20 @@ class Listener:
             self._drop(pending)
 
     def _accept(self) -> None:
+        """Accept what is waiting (up to a batch), reading each request as it comes."""
+        accept, family, now = self.sock._accept, self.sock.family, time.monotonic()
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                fd, address = self.sock._accept()
+                fd, address = accept()
             except BlockingIOError:
                 return
             except OSError as exc:
                 self._accept_failed(exc)
                 return
-            sock = _socket.socket(fileno=fd)
+            # Family and type given: the socket need not ask the kernel for them.
+            sock = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
             sock.setblocking(False)
-            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "local"
-            self._read(Pending(sock, peer, time.monotonic() + self.head_timeout))
+            self._read(Pending(sock, _peer(address), now + self.head_timeout))
 
     def _accept_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -166,6 +174,10 @@ class Listener:
             for pending in late:
                 log.debug("closing %s: request head not complete in time", pending.peer)
                 self._drop(pending)
+
+
+def _peer(address: object) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "local"
 
 
 def _too_large(max_head: int) -> BadRequest:
