@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import _socket
 import argparse
+import gc
 import logging
 import os
 import random
@@ -177,6 +178,16 @@ def _supervise(processes: int, host: str, port: int) -> int:
     return supervisor.run()
 
 
+def _freeze_startup_objects() -> None:
+    """Keep what start-up made (modules, classes, settings) out of later collections.
+
+    They live as long as the process; walking them was most of the garbage
+    collector's cost while a crowd of clients reconnects (gc.freeze, Python 3.7+).
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def _pid() -> int:
     return os.getpid()
 
@@ -212,5 +223,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.reuse_port:
         gevent.spawn(_stop_when_orphaned, service, os.getppid())
     service.start()
+    _freeze_startup_objects()
     service.stopped.wait()
     log.info("stopped")
