@@ -47,10 +47,12 @@ class TokenCache:
 
     def verify(self, token: str) -> Grant:
         """The token's ``Grant``; raise ``TokenError`` saying why it is refused."""
-        grant = self._grants.get(token)
-        if grant is None:
-            grant = tokens.verify(self.secret, token, self.algorithms)
-            self._grants[token] = grant
+        try:
+            return self._grants[token]  # KeyError when absent, or at or after its expiry
+        except KeyError:
+            pass
+        grant = tokens.verify(self.secret, token, self.algorithms)
+        self._grants[token] = grant
         return grant
 
     def __len__(self) -> int:
