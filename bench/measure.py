@@ -39,6 +39,7 @@ class Run:
     settle: float = 0.5
     drain_timeout: float = 30.0
     tokens: str = "distinct"  # or "shared": every client sends the same token
+    restart: bool = False  # start the server anew first, as after a restart
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -64,6 +65,9 @@ def measure(target: Any, port: int, run: Run) -> dict[str, Any] | None:
     shared = run.tokens == "shared"
     if shared and not getattr(target, "uses_tokens", False):
         return None
+    if run.restart:
+        target.stop()
+        target.start(port)
     pids = target.server_pids()
     rss_idle, _ = resources(pids)
     paths = [target.subscribe_path(run.topic_of_conn(i), **({"shared": True} if shared else {}))

@@ -60,6 +60,7 @@ def fanout(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any] | None]:
             topic_of_conn=lambda i: "bench", events=events, rate=5.0,
             topic_of_event=lambda n: "bench", data_of_event=lambda n: {"seq": n},
             expect_per_conn=events, fanout=True, settle=1.0, tokens=tokens,
+            restart=tokens == "shared",  # each storm hits a fresh process
             extra={"conns": conns, "events": events, "rate": 5.0},
         ))
 
