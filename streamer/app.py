@@ -270,7 +270,7 @@ class Streamer:
         return head + retry + hello
 
     def _authenticate(self, request: Request) -> Grant:
-        token = request.arg("token") or _bearer(request) or request.cookie(TOKEN_COOKIE)
+        token = request_token(request)
         if not token:
             raise _unauthorized("a token is required (?token=, Bearer or cookie)")
         try:
@@ -298,6 +298,11 @@ class Streamer:
                                  f"token of {grant.user!r} does not grant topic {topic!r}",
                                  "topics")
         return tuple(names)
+
+
+def request_token(request: Request) -> str | None:
+    """The token a request carries: ``?token=``, ``Authorization: Bearer`` or the cookie."""
+    return request.arg("token") or _bearer(request) or request.cookie(TOKEN_COOKIE)
 
 
 def _bearer(request: Request) -> str | None:

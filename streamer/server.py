@@ -29,13 +29,14 @@ from herald.errors import ConfigError
 from herald.event import id_key
 from herald.keys import Keys
 from herald.revocation import NOTICE, Revocations
-from streamer.app import Streamer
+from streamer.app import Streamer, request_token
 from streamer.broker import Broker
 from streamer.client import SSE, Client
 from streamer.commands import Commands
 from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
+from streamer.protocol import Request
 from streamer.pubsub import PubSubError
 from streamer.websocket import close_frame
 from streamer.workers import Supervisor
@@ -71,9 +72,13 @@ class StreamerService:
             decode_responses=True))
         self.app.commands = Commands(config, self.hub, self.broker,
                                      services.build(config, decoded))
-        self.listener = Listener(sock, self.app.handle)
+        self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens)
         self.stopping = False
         self.stopped = gevent.event.Event()
+
+    def _verify_tokens(self, requests: list[Request]) -> None:
+        """Verify the tokens of requests that arrived together, before handling any."""
+        self.app.verified.prefetch(token for token in map(request_token, requests) if token)
 
     def _dispatch(self, batch: list[tuple[str, bytes]]) -> None:
         self.hub.dispatch(batch)

@@ -82,3 +82,19 @@ def test_the_cache_holds_at_most_its_size_dropping_the_least_recently_used(verif
     cache.verify(minted[0])  # long evicted: verified again
     assert verifications == [*minted, minted[0]]
     assert len(cache) == 3
+
+
+def test_prefetch_verifies_a_batch_once_and_remembers_refusals_for_that_batch(verifications):
+    cache = TokenCache(SECRET, ALGORITHMS)
+    good = [tokens.mint(SECRET, f"u{i}", ttl=600)[0] for i in range(3)]
+    forged = tokens.mint("o" * 48, "mallory")[0]
+    cache.prefetch([*good, forged, good[0]])
+    assert verifications == [*good, forged]
+    assert [cache.verify(token).user for token in good] == ["u0", "u1", "u2"]
+    with pytest.raises(TokenError, match="Signature verification failed"):
+        cache.verify(forged)  # refused by the prefetch: not checked a second time
+    assert verifications == [*good, forged]
+    cache.prefetch([good[1]])  # a new batch: held tokens stay, refusals are forgotten
+    with pytest.raises(TokenError, match="Signature verification failed"):
+        cache.verify(forged)
+    assert verifications == [*good, forged, forged]
