@@ -1,23 +1,24 @@
-"""Verified tokens of one streamer process, so each distinct token is verified once.
+"""Verified tokens of one streamer process: each distinct token is checked once.
 
-After a restart every client reconnects at once, most with a token this process has
-seen before (one tab reconnecting, or many clients sharing a token): checking the
-signature and claims again for each is most of a handshake's cost.
+A token's signature and claims are most of a handshake's cost. A client reconnecting
+with a token this process holds (a dropped connection, tabs or clients sharing a token)
+skips the check; a crowd reconnecting to a fresh process (a restart) has its tokens
+checked in batches by ``prefetch``, back to back, which costs about a third less than
+one per handshake (the verifier's code stays in the CPU's caches).
 
 Guarantees:
 - ``verify`` returns exactly what ``herald.tokens.verify`` returned for the same token
   string (the same ``Grant``, with its ``expires_at``), or raises the ``TokenError``
-  it raises; a failure is never cached, so a bad token is checked in full every time;
-- a cached token is never returned at or after its expiry (``exp``): it is verified
+  it raised;
+- a held token is never returned at or after its expiry (``exp``): it is verified
   again, which refuses it as expired;
+- a refusal is not held: a token refused by a ``prefetch`` is refused again without a
+  second check only until the next ``prefetch`` (the next batch of connections), and a
+  token refused by ``verify`` is checked in full again next time;
 - at most ``size`` tokens are held (least recently used ones go first), so a flood of
   distinct valid tokens cannot grow the process' memory without bound;
 - revocation is not decided here: the caller checks the ``Grant``'s token id against
-  its deny list on every use, cached or not;
-- ``prefetch`` verifies a batch of tokens in one loop (a crowd's tokens checked back to
-  back cost about a third less than one per handshake, the verifier's code staying in
-  the CPU's caches); what it refused is refused again, without a second check, only
-  until the next ``prefetch``.
+  its deny list on every use, held or not.
 """
 
 from __future__ import annotations
