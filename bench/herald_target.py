@@ -2,7 +2,9 @@
 
 The streamer runs exactly as in production: ``python -m streamer`` (or ``--processes N``)
 with token checks, heartbeats, per-client buffers and the Redis subscription all on.
-Every client gets its own signed token; events are published with
+Every client gets its own signed token, or, for a run with ``shared`` tokens, all the
+clients of a topic send the same one (the per-user stream limit is raised so they may);
+events are published with
 ``herald.publisher.Publisher``, the path every Herald process uses (history and pub/sub
 in one Lua script).
 """
@@ -57,6 +59,7 @@ class HeraldTarget:
     """Starts and stops Herald streamer processes for one benchmark run."""
 
     name = "herald"
+    uses_tokens = True  # runs can compare a token per client with one shared token
 
     def __init__(self, redis_url: str, processes: int = 1,
                  settings: dict[str, str] | None = None) -> None:
@@ -69,6 +72,7 @@ class HeraldTarget:
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_path = Path(tempfile.mkdtemp(prefix="herald-bench-")) / "streamer.log"
         self._clients = 0
+        self._shared: dict[str, str] = {}  # topic -> the token all its clients share
 
     @property
     def label(self) -> str:
@@ -83,7 +87,8 @@ class HeraldTarget:
         self.port = port
         env = {**os.environ, "HERALD_ENV": "development", "HERALD_SECRET": self.secret,
                "HERALD_PREFIX": self.prefix, "REDIS_URL": self.redis_url,
-               "HERALD_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1", **self.settings}
+               "HERALD_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
+               "HERALD_MAX_CONNECTIONS_PER_USER": "100000", **self.settings}
         command = [sys.executable, "-m", "streamer", "--host", "127.0.0.1", "--port",
                    str(port), "--processes", str(self.processes)]
         with self._log_path.open("wb") as log:
@@ -118,13 +123,18 @@ class HeraldTarget:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
 
-    def subscribe_path(self, topic: str) -> str:
+    def subscribe_path(self, topic: str, shared: bool = False) -> str:
         """A request target with a token of its own: user ``b<n>`` granted ``topic``.
 
-        A ``user:<id>`` topic gets a token of that user instead (no extra grant).
+        A ``user:<id>`` topic gets a token of that user instead (no extra grant). With
+        ``shared``, every client of ``topic`` gets the one token of user ``bench``.
         """
         self._clients += 1
-        if topic.startswith("user:"):
+        if shared:
+            if topic not in self._shared:
+                self._shared[topic] = tokens.mint(self.secret, "bench", (topic,), 86400)[0]
+            token = self._shared[topic]
+        elif topic.startswith("user:"):
             token, _ = tokens.mint(self.secret, topic[5:], (), 86400)
         else:
             token, _ = tokens.mint(self.secret, f"b{self._clients}", (topic,), 86400)

@@ -38,6 +38,8 @@ class Run:
     fanout: bool = False
     settle: float = 0.5
     drain_timeout: float = 30.0
+    tokens: str = "distinct"  # or "shared": every client sends the same token
+    restart: bool = False  # start the server anew first, as after a restart
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -55,11 +57,21 @@ def resources(pids: list[int]) -> tuple[int, float]:
     return rss, cpu
 
 
-def measure(target: Any, port: int, run: Run) -> dict[str, Any]:
-    """Run ``run`` against a started ``target``; return its figures."""
+def measure(target: Any, port: int, run: Run) -> dict[str, Any] | None:
+    """Run ``run`` against a started ``target``; return its figures.
+
+    None when the run is about tokens and the target has none (the references).
+    """
+    shared = run.tokens == "shared"
+    if shared and not getattr(target, "uses_tokens", False):
+        return None
+    if run.restart:
+        target.stop()
+        target.start(port)
     pids = target.server_pids()
     rss_idle, _ = resources(pids)
-    paths = [target.subscribe_path(run.topic_of_conn(i)) for i in range(run.conns)]
+    paths = [target.subscribe_path(run.topic_of_conn(i), **({"shared": True} if shared else {}))
+             for i in range(run.conns)]
     loadgen = LoadGen(port, paths, run.conns, run.expect_per_conn, stall=run.stall,
                       rcvbuf=run.rcvbuf, fanout=run.fanout, timeout=run.drain_timeout + 60,
                       connect_timeout=60)
@@ -88,6 +100,7 @@ def measure(target: Any, port: int, run: Run) -> dict[str, Any]:
         "server_cpu_per_event_us": (cpu_after - cpu_before) / max(published, 1) * 1e6,
         "loadgen_cpu_percent": 100 * (result["cpu_user_s"] + result["cpu_sys_s"])
         / max(result["duration_s"] + ready["seconds"], 1e-9),
+        "tokens": run.tokens if getattr(target, "uses_tokens", False) else None,
         **run.extra,
     }
 

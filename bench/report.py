@@ -21,8 +21,10 @@ ORDER = ("fanout", "throughput", "routing", "slow", "replay")
 
 
 def machine() -> dict[str, Any]:
+    """The machine a run is measured on, with its load (other work skews the figures)."""
     return {"cpus": psutil.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30),
-            "python": platform.python_version(), "kernel": platform.release()}
+            "python": platform.python_version(), "kernel": platform.release(),
+            "load_1m": round(psutil.getloadavg()[0], 2)}
 
 
 def save(scenario: str, document: dict[str, Any]) -> Path:
@@ -43,6 +45,11 @@ def load_all() -> dict[str, dict[str, Any]]:
 
 def ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.1f}"
+
+
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("load_1m")
+    return "" if load is None else f", load average {load:.1f} when it started"
 
 
 def _rows(document: dict[str, Any]) -> list[dict[str, Any]]:
@@ -71,13 +78,14 @@ def within_budget(row: dict[str, Any]) -> bool:
 
 
 def fanout_table(document: dict[str, Any]) -> list[str]:
-    lines = ["| target | clients | all connected (s) | p50 ms | p90 ms | p99 ms | max ms "
-             "| fan-out completion p99 ms | RSS per idle conn KB | delivered | in order "
-             "| load generator CPU % |", "|" + "---|" * 12]
+    lines = ["| target | tokens | clients | all connected (s) | p50 ms | p90 ms | p99 ms "
+             "| max ms | fan-out completion p99 ms | RSS per idle conn KB | delivered "
+             "| in order | load generator CPU % |", "|" + "---|" * 13]
     for r in _rows(document):
         in_order = r["duplicates_or_reordered"] == 0 and r["gaps"] == 0
         lines.append(
-            f"| {r['target']} | {r['ok']} | {r['ready']['seconds']:.2f} | "
+            f"| {r['target']} | {r.get('tokens') or '-'} | {r['ok']} | "
+            f"{r['ready']['seconds']:.2f} | "
             f"{ms(r['latency_us']['p50'])} | {ms(r['latency_us']['p90'])} | "
             f"{ms(r['latency_us']['p99'])} | {ms(r['latency_us']['max'])} | "
             f"{ms(r['completion_us']['p99'])} | {r['rss_per_conn_kb']:.1f} | "
@@ -158,7 +166,10 @@ EXPLANATIONS = {
         "",
         "RSS per idle connection: server RSS with every client connected, minus RSS "
         "before, divided by the clients. All connected: until the last client had its "
-        "response head (the load generator keeps at most 1,000 handshakes in flight).",
+        "response head (the load generator keeps at most 1,000 handshakes in flight). "
+        "Tokens: distinct, each client its own signed token (every one verified); shared, "
+        "all clients send one token (verified once per process, then cached), as when "
+        "the tabs of a restarted streamer's users reconnect at once.",
     ],
     "replay": [
         "",
@@ -200,7 +211,8 @@ def render(documents: dict[str, dict[str, Any]], verdicts: list[str]) -> str:
             continue
         out += [f"## {TITLES[scenario]}", "",
                 f"Command: `{document['command']}` — run {document['finished']}, "
-                f"{document['machine']['cpus']} cores, Python {document['machine']['python']}.",
+                f"{document['machine']['cpus']} cores, Python {document['machine']['python']}"
+                f"{_load(document['machine'])}.",
                 "", *TABLES[scenario](document), ""]
         out += _problems(document)
         out += document.get("notes", [])

@@ -57,6 +57,8 @@ def _measure_target(scenario: str, target: Any, label: str,
     try:
         target.start(port)
         for result in SCENARIOS[scenario](runner(target, port), sizes):
+            if result is None:  # a run that does not apply to this target
+                continue
             result["target"] = label
             result["within_budget"] = within_budget(result)
             rows.append(result)
@@ -87,13 +89,13 @@ def main(scenarios: list[str], redis_url: str, quick: bool, with_references: boo
     command = "herald bench " + " ".join(shlex.quote(a) for a in sys.argv[2:])
     for scenario in scenarios:
         print(f"\n== {scenario}", flush=True)
-        started = time.monotonic()
+        started, machine = time.monotonic(), report.machine()  # load before we add ours
         rows = run_scenario(scenario, redis_url, sizes, with_references, only)
         document = {"scenario": scenario, "command": command.strip(), "quick": quick,
                     "finished": datetime.datetime.now(datetime.UTC).isoformat(
                         timespec="seconds"),
                     "seconds": round(time.monotonic() - started, 1),
-                    "machine": report.machine(), "results": rows}
+                    "machine": machine, "results": rows}
         document["notes"] = ratios(scenario, rows)
         print("\n".join(document["notes"]), flush=True)
         print(f"  stored {report.save(scenario, document)}", flush=True)

@@ -1,7 +1,9 @@
 """The benchmark scenarios of issue 3, each run against Herald and the references.
 
 - ``fanout``: 10,000 clients on one topic, 30 events at 5/s: delivery latency, fan-out
-  completion (publish to last client), connect time, RSS per idle connection.
+  completion (publish to last client), connect time, RSS per idle connection; for a
+  server with tokens (Herald) once with a token per client and once with one token
+  shared by all (a reconnect storm: every client of a restarted process at once).
 - ``throughput``: 1,000 clients on one topic, rising publish rates; the best sustained
   deliveries/s whose delivery p99 stays within 100 ms (and on 2 processes for Herald).
 - ``routing``: 1,000 then 10,000 clients each on its own ``user:<id>`` topic, 1,000
@@ -47,20 +49,23 @@ class Sizes:
                    slow_conns=100, slow_seconds=4.0)
 
 
-Measure = Callable[[Run], dict[str, Any]]
+Measure = Callable[[Run], dict[str, Any] | None]
 
 
-def fanout(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
+def fanout(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any] | None]:
     conns, events = sizes.fanout_conns, sizes.fanout_events
-    yield run(Run(
-        label=f"fanout {conns}", conns=conns, topic_of_conn=lambda i: "bench",
-        events=events, rate=5.0, topic_of_event=lambda n: "bench",
-        data_of_event=lambda n: {"seq": n}, expect_per_conn=events, fanout=True,
-        settle=1.0, extra={"conns": conns, "events": events, "rate": 5.0},
-    ))
+    for tokens in ("distinct", "shared"):
+        yield run(Run(
+            label=f"fanout {conns} {tokens} tokens", conns=conns,
+            topic_of_conn=lambda i: "bench", events=events, rate=5.0,
+            topic_of_event=lambda n: "bench", data_of_event=lambda n: {"seq": n},
+            expect_per_conn=events, fanout=True, settle=1.0, tokens=tokens,
+            restart=tokens == "shared",  # each storm hits a fresh process
+            extra={"conns": conns, "events": events, "rate": 5.0},
+        ))
 
 
-def throughput(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
+def throughput(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any] | None]:
     """Rising rates until the p99 budget or delivery breaks; yields every step."""
     conns = sizes.throughput_conns
     for rate in sizes.throughput_rates:
@@ -72,7 +77,7 @@ def throughput(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
             extra={"conns": conns, "rate": rate, "target_deliveries_per_s": rate * conns},
         ))
         yield result
-        if not within_budget(result) and not _close_call(result):
+        if result is None or (not within_budget(result) and not _close_call(result)):
             break
 
 
@@ -99,7 +104,7 @@ def within_budget(result: dict[str, Any]) -> bool:
     return complete and on_pace and p99 is not None and p99 / 1000 <= P99_BUDGET_MS
 
 
-def routing(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
+def routing(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any] | None]:
     for conns in sizes.routing_conns:
         events = int(sizes.routing_rate * sizes.routing_seconds)
         per_conn = max(1, events // conns)
@@ -113,7 +118,7 @@ def routing(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
         ))
 
 
-def slow(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
+def slow(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any] | None]:
     conns = sizes.slow_conns
     events = int(sizes.slow_rate * sizes.slow_seconds)
     padding = "x" * sizes.slow_padding
@@ -127,7 +132,7 @@ def slow(run: Measure, sizes: Sizes) -> Iterator[dict[str, Any]]:
         ))
 
 
-SCENARIOS: dict[str, Callable[[Measure, Sizes], Iterator[dict[str, Any]]]] = {
+SCENARIOS: dict[str, Callable[[Measure, Sizes], Iterator[dict[str, Any] | None]]] = {
     "fanout": fanout, "throughput": throughput, "routing": routing, "slow": slow,
 }
 

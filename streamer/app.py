@@ -42,7 +42,6 @@ from wsproto.events import AcceptConnection
 from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError
 
-from herald import tokens
 from herald.config import Config
 from herald.errors import TokenError
 from herald.event import TOPIC_RULE, sse_comment, user_topic, valid_topic
@@ -57,6 +56,7 @@ from streamer.protocol import BadRequest, Request, response
 from streamer.pubsub import PubSubError
 from streamer.replay import Replays, reset_frames
 from streamer.reply import reply_and_close
+from streamer.tokencache import TokenCache
 from streamer.websocket import reply
 
 log = logging.getLogger(__name__)
@@ -88,6 +88,7 @@ class Streamer:
         self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
         self.commands: Commands | None = None  # WebSocket commands, set by the service
         self._ready_cache: dict[str, tuple[Key, bytes]] = {}
+        self.verified = TokenCache(config.secret, config.token_algorithms)
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
@@ -284,7 +285,7 @@ class Streamer:
         return head + retry + hello
 
     def _authenticate(self, request: Request) -> Grant:
-        token = request.arg("token") or _bearer(request) or request.cookie(TOKEN_COOKIE)
+        token = request_token(request)
         if not token:
             raise _unauthorized("a token is required (?token=, Bearer or cookie)")
         try:
@@ -298,7 +299,7 @@ class Streamer:
         The one check of a token for this process: a stream's handshake and the
         WebSocket ``auth`` command both go through it.
         """
-        grant = tokens.verify(self.config.secret, token, self.config.token_algorithms)
+        grant = self.verified.verify(token)  # each distinct token once per process
         if grant.token_id in self.revoked:
             raise TokenError("token revoked")
         return grant
@@ -338,6 +339,11 @@ def _handshake(request: Request) -> WSConnection:
     if not isinstance(handshake, WsRequest):
         raise BadRequest(400, "bad_request", "not a valid WebSocket handshake")
     return ws
+
+
+def request_token(request: Request) -> str | None:
+    """The token a request carries: ``?token=``, ``Authorization: Bearer`` or the cookie."""
+    return request.arg("token") or _bearer(request) or request.cookie(TOKEN_COOKIE)
 
 
 def _bearer(request: Request) -> str | None:

@@ -5,8 +5,16 @@ event loop; a callback accepts, reads and, once the head is complete, calls the
 handler with the connection's socket (which the handler then owns). A connection costs
 a greenlet only if its handler needs to wait for something.
 
+Accepting is batched: each wakeup of the listening socket accepts up to
+``ACCEPTS_PER_WAKEUP`` connections and reads each at once (when a crowd reconnects, a
+request has usually arrived with its connection), so only a connection whose request is
+late costs a watcher. The requests completed together are handed over together:
+``prepare`` sees the batch first (the streamer verifies their tokens in one loop, about
+a third cheaper than one at a time), then ``handler`` each request in turn.
+
 Guarantees:
 - a request head larger than ``max_head`` bytes is answered 431 and closed;
+- a malformed request head is answered 400 with a JSON error (``streamer.protocol``);
 - a connection that has not completed its head within ``head_timeout`` seconds is
   closed (slowloris), checked every second;
 - a connection that closes before completing its head is dropped quietly;
@@ -33,6 +41,8 @@ ACCEPTS_PER_WAKEUP = 256
 FD_EXHAUSTED_PAUSE = 0.1
 
 Handler = Callable[[_socket.socket, Request], None]
+Prepare = Callable[[list[Request]], None]
+Ready = list[tuple[_socket.socket, Request]]
 
 
 class Pending:
@@ -52,9 +62,10 @@ class Listener:
     """Accepts on ``sock`` and hands each complete request to ``handler``."""
 
     def __init__(self, sock: _socket.socket, handler: Handler, max_head: int = 8192,
-                 head_timeout: float = 5.0) -> None:
+                 head_timeout: float = 5.0, prepare: Prepare | None = None) -> None:
         self.sock = sock
         self.handler = handler
+        self.prepare = prepare
         self.max_head = max_head
         self.head_timeout = head_timeout
         self.pending: dict[int, Pending] = {}
@@ -81,18 +92,27 @@ class Listener:
             self._drop(pending)
 
     def _accept(self) -> None:
+        """Accept what is waiting (up to a batch); serve the requests that came with it."""
+        ready: Ready = []
+        try:
+            self._accept_batch(ready)
+        finally:
+            self._serve(ready)
+
+    def _accept_batch(self, ready: Ready) -> None:
+        accept, family, now = self.sock._accept, self.sock.family, time.monotonic()
         for _ in range(ACCEPTS_PER_WAKEUP):
             try:
-                fd, address = self.sock._accept()
+                fd, address = accept()
             except BlockingIOError:
                 return
             except OSError as exc:
                 self._accept_failed(exc)
                 return
-            sock = _socket.socket(fileno=fd)
+            # Family and type given: the socket need not ask the kernel for them.
+            sock = _socket.socket(family, _socket.SOCK_STREAM, 0, fd)
             sock.setblocking(False)
-            peer = f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "local"
-            self._read(Pending(sock, peer, time.monotonic() + self.head_timeout))
+            self._read(Pending(sock, _peer(address), now + self.head_timeout), ready)
 
     def _accept_failed(self, exc: OSError) -> None:
         if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
@@ -103,8 +123,8 @@ class Listener:
         elif exc.errno not in (errno.ECONNABORTED, errno.EPROTO, errno.EINTR):
             log.warning("accept failed: %s", exc)
 
-    def _read(self, pending: Pending) -> None:
-        """Read what arrived; hand over a complete head, or keep watching."""
+    def _read(self, pending: Pending, ready: Ready | None = None) -> None:
+        """Read what arrived; pass a complete head on, or keep watching."""
         try:
             data = pending.sock.recv(self.max_head + 1 - len(pending.buffer))
         except BlockingIOError:
@@ -126,19 +146,34 @@ class Listener:
                 self._watch(pending)
             return
         self._forget(pending)
-        self._handle(pending.sock, pending.buffer[:end + len(HEAD_END)], pending.peer)
+        self._complete(pending.sock, pending.buffer[:end + len(HEAD_END)], pending.peer, ready)
 
-    def _handle(self, sock: _socket.socket, head: bytes, peer: str) -> None:
+    def _complete(self, sock: _socket.socket, head: bytes, peer: str,
+                  ready: Ready | None) -> None:
+        """A malformed head is answered; a request joins ``ready``, or alone is served."""
         try:
             request = parse_head(head, peer)
         except BadRequest as exc:
             reply_and_close(sock, exc.answer())
             return
-        try:
-            self.handler(sock, request)
-        except Exception:
-            log.exception("handler failed for %s %s", request.method, request.path)
-            sock.close()
+        if ready is None:  # a late request (its own wakeup)
+            self._serve([(sock, request)])
+        else:
+            ready.append((sock, request))
+
+    def _serve(self, ready: Ready) -> None:
+        """``prepare`` the batch, then hand each request to ``handler``."""
+        if ready and self.prepare is not None:
+            try:
+                self.prepare([request for _, request in ready])
+            except Exception:
+                log.exception("preparing %d requests failed", len(ready))
+        for sock, request in ready:
+            try:
+                self.handler(sock, request)
+            except Exception:
+                log.exception("handler failed for %s %s", request.method, request.path)
+                sock.close()
 
     def _watch(self, pending: Pending) -> None:
         if pending.watcher is None:
@@ -166,6 +201,10 @@ class Listener:
             for pending in late:
                 log.debug("closing %s: request head not complete in time", pending.peer)
                 self._drop(pending)
+
+
+def _peer(address: object) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) else "local"
 
 
 def _too_large(max_head: int) -> BadRequest:

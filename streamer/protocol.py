@@ -1,8 +1,13 @@
-"""HTTP/1.1 for the streamer: parsing a request head (h11) and encoding answers.
+"""HTTP/1.1 for the streamer: parsing a request head (httptools) and encoding answers.
 
 The streamer reads a request head into a buffer without a greenlet (see
 ``streamer.listener``) and hands the complete head here. Every answer closes its
 connection (an SSE stream is the last thing on its connection anyway).
+
+A head is parsed by httptools (llhttp, strict): a malformed one, an HTTP/1.1 request
+without exactly one ``Host`` header, or a malformed query string raises ``BadRequest``
+(400, a JSON answer). llhttp takes a few microseconds where h11 took tens, which
+matters when every client of a restarted streamer reconnects at once.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import h11
+import httptools
 
 MAX_QUERY_FIELDS = 32
 HEAD_END = b"\r\n\r\n"
@@ -65,35 +70,58 @@ class Request:
         return morsel.value if morsel else None
 
 
+class _Head:
+    """What httptools reports of one request head (its parser's callbacks)."""
+
+    __slots__ = ("complete", "headers", "hosts", "target")
+
+    def __init__(self) -> None:
+        self.target = b""
+        self.headers: dict[str, str] = {}
+        self.hosts = 0
+        self.complete = False
+
+    def on_url(self, url: bytes) -> None:
+        self.target += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        key = name.decode("latin-1").lower()
+        text = value.decode("latin-1").strip()
+        self.hosts += key == "host"
+        self.headers[key] = f"{self.headers[key]}, {text}" if key in self.headers else text
+
+    def on_headers_complete(self) -> None:
+        self.complete = True
+
+
 def parse_head(head: bytes, peer: str = "") -> Request:
     """Parse a complete request head (ending in a blank line); raise ``BadRequest``."""
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(head)
+    parsed = _Head()
+    parser = httptools.HttpRequestParser(parsed)
     try:
-        event = conn.next_event()
-    except h11.RemoteProtocolError as exc:
-        raise BadRequest(exc.error_status_hint, "bad_request",
-                         f"malformed request: {exc}") from None
-    if not isinstance(event, h11.Request):
+        parser.feed_data(head)
+    except httptools.HttpParserUpgrade:
+        pass  # a WebSocket handshake: its head is complete all the same
+    except httptools.HttpParserError as exc:
+        raise BadRequest(400, "bad_request", f"malformed request: {exc}") from None
+    if not parsed.complete:
         raise BadRequest(400, "bad_request", "malformed request")
-    request = _request(event, peer)
+    if parser.get_http_version() == "1.1" and parsed.hosts != 1:
+        raise BadRequest(400, "bad_request",
+                         "malformed request: an HTTP/1.1 request needs exactly one Host header")
+    request = _request(parser.get_method().decode("ascii"), parsed, peer)
     request.raw = head
     return request
 
 
-def _request(event: h11.Request, peer: str) -> Request:
-    parts = urlsplit(event.target.decode("latin-1"))
-    headers: dict[str, str] = {}
-    for name, value in event.headers.raw_items():
-        key = name.decode("latin-1").lower()
-        text = value.decode("latin-1")
-        headers[key] = f"{headers[key]}, {text}" if key in headers else text
+def _request(method: str, parsed: _Head, peer: str) -> Request:
+    parts = urlsplit(parsed.target.decode("latin-1"))
     try:
         query = parse_qs(parts.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
                          errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, "bad_query", f"malformed query string: {exc}", "query") from None
-    return Request(event.method.decode("ascii"), parts.path, query, headers, peer)
+    return Request(method, parts.path, query, parsed.headers, peer)
 
 
 def response(status: int, body: Any, headers: dict[str, str] | None = None) -> bytes:

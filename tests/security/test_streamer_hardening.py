@@ -141,3 +141,56 @@ def test_cors_on_the_api_follows_the_configured_origins(config, services):
         assert "access-control-allow-origin" not in bad.headers
     finally:
         server.shutdown()
+
+
+def test_a_cached_token_is_refused_once_revoked(streamer, services, config, rdb):
+    token, grant = tokens.mint(config.secret, "hana", ttl=600)
+    first = SSEClient(streamer, {"token": token})
+    second = SSEClient(streamer, {"token": token})  # the streamer now holds it verified
+    assert first.status == second.status == 200
+    second.close()
+    # Into the deny list without a notice: the periodic reread must still refuse it.
+    rdb.zadd(Revocations(rdb, services.keys).key, {grant.token_id: time.time() + 600})
+    assert first.wait_closed(6)
+    refused = SSEClient(streamer, {"token": token})
+    assert refused.status == 401
+    assert "revoked" in refused.body["error"]["message"]
+
+
+def test_a_cached_token_is_refused_once_expired(streamer, config):
+    token, grant = tokens.mint(config.secret, "ida", ttl=2)
+    with SSEClient(streamer, {"token": token}) as first:
+        assert first.status == 200  # verified, and held by the streamer
+    wait_until(lambda: time.time() >= grant.expires_at, 4, what="the token's expiry")
+    refused = SSEClient(streamer, {"token": token})
+    assert refused.status == 401
+    assert refused.body["error"] == {"code": "unauthorized", "message": "token expired",
+                                     "field": "token"}
+    with SSEClient(streamer, {"token": tokens.mint(config.secret, "ida")[0]}) as fresh:
+        assert fresh.status == 200
+
+
+@pytest.mark.parametrize(("head", "reason"), [
+    (b"GET /events HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n", b""),
+    (b"GET /events HTTP/1.1\r\n\r\n", b"Host"),
+    (b"GET /events HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n", b"Host"),
+    (b"GET /events HTTP/1.1\r\nHost: x\r\nX: a\x00b\r\n\r\n", b""),
+    (b"GET /ev ents HTTP/1.1\r\nHost: x\r\n\r\n", b""),
+])
+def test_malformed_request_heads_get_a_json_400(streamer, head, reason):
+    with socket.create_connection(("127.0.0.1", _port(streamer))) as raw:
+        raw.sendall(head)
+        raw.settimeout(5)
+        answer = _read_all(raw)
+    status, _, body = answer.partition(b"\r\n\r\n")
+    assert status.startswith(b"HTTP/1.1 400")
+    assert b"Content-Type: application/json" in status
+    assert body.startswith(b'{"error":{"code":"bad_request","message":"malformed request')
+    assert reason in body
+
+
+def _read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(4096):
+        chunks.append(chunk)
+    return b"".join(chunks)

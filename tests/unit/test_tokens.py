@@ -48,3 +48,13 @@ def test_forged_or_broken_tokens_are_refused(forge):
 def test_mint_refuses_bad_input(user, topics, ttl):
     with pytest.raises(ValueError):
         tokens.mint(SECRET, user, topics, ttl)
+
+
+def test_each_secret_verifies_only_its_own_tokens():
+    other = "o" * 48
+    ours, theirs = tokens.mint(SECRET, "alice")[0], tokens.mint(other, "bob")[0]
+    assert tokens.verify(SECRET, ours).user == "alice"
+    assert tokens.verify(other, theirs).user == "bob"
+    for secret, token in ((SECRET, theirs), (other, ours)):
+        with pytest.raises(TokenError, match="Signature verification failed"):
+            tokens.verify(secret, token)
