@@ -1,7 +1,7 @@
 """Publisher API keys: who may send, publish, mint tokens and read any user's data.
 
 A key reads ``hk_<id>_<secret>``. Only a SHA-256 hash of the secret is stored (in the
-hash ``<prefix>:apikeys``, field ``<id>``), so the key is shown once, when created.
+hash ``Keys.apikeys``, field ``<id>``), so the key is shown once, when created.
 Checking a key costs one Redis read and a constant-time comparison; a revoked key is
 refused from the next request on.
 """
@@ -51,7 +51,7 @@ class ApiKeyStore:
 
     def __init__(self, redis_client: redis.Redis, keys: Keys) -> None:
         self.redis = redis_client
-        self.key = f"{keys.prefix}:apikeys"
+        self.key = keys.apikeys
 
     def create(self, name: str) -> tuple[str, ApiKey]:
         """A new key named ``name``: the full key (shown once) and its record."""

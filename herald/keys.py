@@ -1,9 +1,10 @@
-"""Every Redis key and pub/sub channel name Herald uses, defined once.
+"""Every Redis key and pub/sub channel name Herald uses, built here and nowhere else.
 
-All names start with the configured prefix (``HERALD_PREFIX``), so several deployments,
-or a test run beside a dev stack, can share one Redis without seeing each other. Pub/sub
-channels are not scoped by Redis database number, which is why the prefix, not the
-database, is what isolates them.
+Every other module asks a ``Keys`` for a name (``tests/unit/test_key_names.py`` checks
+that no shipped module builds one itself). All names start with the configured prefix
+(``HERALD_PREFIX``), so several deployments, or a test run beside a dev stack, can share
+one Redis without seeing each other. Pub/sub channels are not scoped by Redis database
+number, which is why the prefix, not the database, is what isolates them.
 
 Celery follows the same prefix: its task queue, its control (``inspect``, ``ping``) and
 event exchanges, and, on a Redis broker, every key and channel kombu uses (the queue,
@@ -46,7 +47,28 @@ class Keys:
 
     @property
     def channel_prefix(self) -> str:
+        """What every topic channel starts with (a subscriber strips it to get the topic)."""
         return f"{self.prefix}:topic:"
+
+    @property
+    def control(self) -> str:
+        """Pub/sub channel of notices to every streamer (``revoke <token id>``)."""
+        return f"{self.prefix}:control"
+
+    # Access control.
+    @property
+    def revoked(self) -> str:
+        """Sorted set of revoked token ids, scored by when each may be forgotten."""
+        return f"{self.prefix}:revoked"
+
+    @property
+    def apikeys(self) -> str:
+        """Hash of API key id -> its record (name, hash of the secret, timestamps)."""
+        return f"{self.prefix}:apikeys"
+
+    def rate(self, name: str) -> str:
+        """Token bucket (hash ``tokens``, ``at``) of the caller ``name``."""
+        return f"{self.prefix}:rate:{name}"
 
     # Notifications.
     def notification(self, notification_id: str) -> str:

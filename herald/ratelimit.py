@@ -27,17 +27,17 @@ return tostring(wait)
 
 
 class RateLimiter:
-    """Shared token buckets under ``<prefix>:rate:<name>``."""
+    """Shared token buckets, one per caller name (``Keys.rate``)."""
 
     def __init__(self, redis_client: redis.Redis, keys: Keys, rate: float,
                  burst: int) -> None:
         self.redis = redis_client
-        self.prefix = f"{keys.prefix}:rate:"
+        self.keys = keys
         self.rate = rate
         self.burst = burst
         self._take = redis_client.register_script(_TAKE)
 
     def take(self, name: str) -> float:
         """Spend one token of ``name``'s bucket: 0 if allowed, else seconds to wait."""
-        wait = self._take(keys=[self.prefix + name], args=[self.rate, self.burst])
+        wait = self._take(keys=[self.keys.rate(name)], args=[self.rate, self.burst])
         return float(wait)

@@ -1,10 +1,10 @@
 """Revoked subscriber tokens: a deny list by token id, with a notice to streamers.
 
-Revoking adds the token id to the sorted set ``<prefix>:revoked`` (scored by when the
+Revoking adds the token id to the sorted set ``Keys.revoked`` (scored by when the
 entry may be forgotten: once the token would have expired anyway) and publishes
-``revoke <id>`` on the control channel, so streamers close the token's connections at
-once; streamers also reread the list every few seconds, so a missed notice delays a
-revocation by seconds, never forever.
+``revoke <id>`` on the control channel (``Keys.control``), so streamers close the
+token's connections at once; streamers also reread the list every few seconds, so a
+missed notice delays a revocation by seconds, never forever.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ class Revocations:
 
     def __init__(self, redis_client: redis.Redis, keys: Keys) -> None:
         self.redis = redis_client
-        self.key = f"{keys.prefix}:revoked"
-        self.control = f"{keys.prefix}:control"
+        self.key = keys.revoked
+        self.control = keys.control
 
     def revoke(self, token_id: str, until: float) -> None:
         """Deny ``token_id`` until ``until`` (epoch seconds), and tell the streamers."""

@@ -62,7 +62,7 @@ class Broker:
         self._url = redis_url
         self._keys = keys
         self._prefix = keys.channel_prefix.encode()
-        self._control = f"{keys.prefix}:control".encode()
+        self._control = keys.control.encode()
         self._deliver = deliver
         self._on_resync = on_resync
         self._on_subscribed = on_subscribed

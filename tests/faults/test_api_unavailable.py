@@ -103,9 +103,9 @@ def test_a_job_or_notification_the_broker_refuses_stores_and_publishes_nothing(
     sentinel = services.publisher.publish("user:alice", {"after": "the refusals"}, "sentinel")
     alice.wait_for(1)
     assert [(e.event, e.id) for e in alice.events] == [("sentinel", sentinel)]
-    prefix = Keys(config.prefix).prefix
-    assert rdb.keys(f"{prefix}:job:*") == [] and rdb.keys(f"{prefix}:notification:*") == []
-    assert rdb.keys(f"{prefix}:inbox:*") == [] and broker_db.keys("*") == []
+    keys = Keys(config.prefix)
+    assert rdb.keys(keys.job("*")) == [] and rdb.keys(keys.notification("*")) == []
+    assert rdb.keys(keys.inbox("*")) == [] and broker_db.keys("*") == []
     log = process.log()
     warnings = [line for line in log.splitlines() if "503, broker unavailable" in line]
     assert len(warnings) == 2 and all(" WARNING " in line for line in warnings), log

@@ -105,13 +105,13 @@ def slow_api(config, services):
     server.shutdown()
 
 
-def test_the_publish_rate_per_key_is_enforced_with_retry_after(slow_api, rdb, config):
+def test_the_publish_rate_per_key_is_enforced_with_retry_after(slow_api, rdb, keys):
     url, key = slow_api
     headers = {"Authorization": f"Bearer {key}"}
     first = [httpx.post(f"{url}/api/events", json={"topic": "t", "data": n}, headers=headers)
              for n in range(2)]
     assert [a.status_code for a in first] == [202, 202]
-    stream = f"{config.prefix}:stream:t"
+    stream = keys.stream("t")
     stored = rdb.xlen(stream)
     refused = httpx.post(f"{url}/api/events", json={"topic": "t", "data": 3}, headers=headers)
     assert refused.status_code == 429
