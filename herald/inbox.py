@@ -1,8 +1,9 @@
 """A user's inbox: the notifications delivered to them, newest first, with read flags.
 
 The inbox is a sorted set of notification ids (all score 0, so ordered by id, which is
-ordered by creation time) plus a set of the unread ones. Entries are written by the
-delivery script in ``tasks.notifications``; this module reads them and marks them read.
+ordered by creation time) plus a set of the unread ones. Entries are written by
+``INBOX_ADD_FUNCTION``, a Lua function that the delivery script in ``tasks.notifications``
+runs in the same step as the event it publishes; ``Inbox`` reads them and marks them read.
 
 Guarantees: pages are stable under concurrent delivery (a cursor is the last id seen,
 not an offset); the unread count never counts an entry that is no longer listed; the
@@ -21,6 +22,25 @@ from herald.keys import Keys
 from herald.times import iso
 
 _FIELDS = ("id", "title", "body", "data", "created_at")
+
+# A Lua function for scripts that deliver (the caller supplies ``Keys.inbox`` and
+# ``Keys.unread`` of the user): adds notification ``id`` as unread, keeps the newest
+# ``max`` entries (a dropped entry leaves the unread set too, so the count matches what
+# is listed) and keeps both keys ``retention`` seconds from now.
+INBOX_ADD_FUNCTION = """
+local function herald_inbox_add(inbox, unread, id, max, retention)
+  redis.call('ZADD', inbox, 0, id)
+  redis.call('SADD', unread, id)
+  local extra = redis.call('ZCARD', inbox) - max
+  if extra > 0 then
+    local old = redis.call('ZRANGE', inbox, 0, extra - 1)
+    redis.call('ZREMRANGEBYRANK', inbox, 0, extra - 1)
+    redis.call('SREM', unread, unpack(old))
+  end
+  redis.call('EXPIRE', inbox, retention)
+  redis.call('EXPIRE', unread, retention)
+end
+"""
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from kombu.exceptions import OperationalError
 from herald import services
 from herald.errors import DispatchError
 from herald.event import USER_TOPIC_PREFIX, encode_body
+from herald.inbox import INBOX_ADD_FUNCTION
 from herald.notifications import DELIVERED, FAILED, SENDING, Created, NewNotification
 from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
@@ -37,7 +38,7 @@ EVENT_TYPE = "notification"
 # KEYS: clock, stream, floor, state, events, inbox, unread
 # ARGV: channel, rest, maxlen, ttl_ms, destination, notification id, retention,
 #       inbox max, "1" to write the inbox
-DELIVER_SCRIPT = PUBLISH_FUNCTION + """
+DELIVER_SCRIPT = PUBLISH_FUNCTION + INBOX_ADD_FUNCTION + """
 local done = redis.call('HGET', KEYS[5], ARGV[5])
 if done then return done end
 local id = herald_publish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
@@ -48,16 +49,7 @@ redis.call('HSET', KEYS[5], ARGV[5], id)
 redis.call('EXPIRE', KEYS[4], retention)
 redis.call('EXPIRE', KEYS[5], retention)
 if ARGV[9] == '1' then
-  redis.call('ZADD', KEYS[6], 0, ARGV[6])
-  redis.call('SADD', KEYS[7], ARGV[6])
-  local extra = redis.call('ZCARD', KEYS[6]) - tonumber(ARGV[8])
-  if extra > 0 then
-    local old = redis.call('ZRANGE', KEYS[6], 0, extra - 1)
-    redis.call('ZREMRANGEBYRANK', KEYS[6], 0, extra - 1)
-    redis.call('SREM', KEYS[7], unpack(old))
-  end
-  redis.call('EXPIRE', KEYS[6], retention)
-  redis.call('EXPIRE', KEYS[7], retention)
+  herald_inbox_add(KEYS[6], KEYS[7], ARGV[6], tonumber(ARGV[8]), retention)
 end
 return id
 """

@@ -71,3 +71,21 @@ def test_inbox_keeps_the_newest_entries_only(services):
     page = small.inbox.page("dana", None, 10)
     assert [item["id"] for item in page.items] == [ids[3], ids[2]]
     assert page.unread == 2
+
+
+def test_the_inbox_write_function_and_its_reader_agree(services, rdb, keys):
+    """Entries written by ``INBOX_ADD_FUNCTION`` are what ``Inbox`` lists and counts."""
+    from herald.inbox import INBOX_ADD_FUNCTION
+
+    add = rdb.register_script(INBOX_ADD_FUNCTION + "herald_inbox_add(KEYS[1], KEYS[2], "
+                              "ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]))")
+    ids = [services.notifications.create(NewNotification(title=f"t{i}", recipients=["erin"]))
+           .id for i in range(3)]
+    for notification_id in ids:
+        add(keys=[keys.inbox("erin"), keys.unread("erin")], args=[notification_id, 2, 60])
+    services.inbox.mark_read("erin", [ids[1]])
+    page = services.inbox.page("erin", None, 10)
+    assert [(item["id"], item["read"]) for item in page.items] == [(ids[2], False),
+                                                                    (ids[1], True)]
+    assert page.unread == 1
+    assert 0 < rdb.ttl(keys.inbox("erin")) <= 60 and 0 < rdb.ttl(keys.unread("erin")) <= 60
