@@ -3,13 +3,20 @@
 Every failure a user can cause or meet (bad input, a configuration error, Redis or the
 API unreachable) ends the command with a one-line message and a non-zero status, never
 a traceback, and no message shows a password.
+
+It imports only ``herald`` (the bottom layer): the services it starts are named by
+their command lines, and commands of packages above it (``herald bench``) are plugins,
+entry points in the ``herald.commands`` group, loaded when the command line names them
+(or ``--help`` lists them).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import click
@@ -28,8 +35,45 @@ def _config() -> Config:
         raise click.ClickException(f"configuration error: {exc}") from exc
 
 
+PLUGIN_GROUP = "herald.commands"
+
+
+@functools.cache
+def _plugins() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=PLUGIN_GROUP)}
+
+
+def _load_plugin(entry: EntryPoint) -> click.Command:
+    """The plugin's command, or one that says why it cannot be loaded."""
+    try:
+        command = entry.load()
+    except ImportError as exc:
+        reason = f"{entry.value} cannot be imported: {exc}"
+
+        @click.command(entry.name, help=f"(unavailable: {reason})",
+                       context_settings={"ignore_unknown_options": True})
+        @click.argument("args", nargs=-1, type=click.UNPROCESSED)
+        def unavailable(args: tuple[str, ...]) -> None:
+            raise click.ClickException(reason)
+
+        return unavailable
+    if not isinstance(command, click.Command):
+        raise TypeError(f"entry point {entry.value} is not a click command")
+    return command
+
+
 class _Commands(click.Group):
-    """Turns Redis being unreachable, in any command, into a one-line error."""
+    """Adds the plugins' commands; turns Redis being unreachable, in any command, into a
+    one-line error."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_plugins()})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        command = super().get_command(ctx, name)
+        if command is None and name in _plugins():
+            command = _load_plugin(_plugins()[name])
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -91,15 +135,15 @@ def token(user: str, topics: tuple[str, ...], ttl: int | None) -> None:
               help="Event type.")
 def publish(topic: str, data: str, event_type: str) -> None:
     """Publish DATA (JSON) as an event on TOPIC; print the event id."""
-    from tasks.events import publish as publish_event
+    from herald import services
 
-    _config()
+    publisher = services.build(_config()).publisher
     try:
         payload = json.loads(data)
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="DATA") from exc
     try:
-        click.echo(publish_event(topic, payload, event_type))
+        click.echo(publisher.publish(topic, payload, event_type))
     except InvalidEvent as exc:
         raise click.BadParameter(exc.message, param_hint=exc.field) from exc
 
@@ -145,41 +189,6 @@ def listen(topics: tuple[str, ...], user: str, raw: bool) -> None:
         raise click.ClickException(f"the streamer refused: {exc}") from exc
     except KeyboardInterrupt:
         pass
-
-
-BENCH_SCENARIOS = ("fanout", "throughput", "routing", "slow")
-
-
-@main.command()
-@click.argument("scenario", type=click.Choice([*BENCH_SCENARIOS, "all", "report"]))
-@click.option("--quick", is_flag=True, help="Small sizes: a smoke run, not figures.")
-@click.option("--no-references", is_flag=True, help="Skip nginx+nchan and flask-sse.")
-@click.option("--only", "only", multiple=True,
-              type=click.Choice(["herald", "herald x2", "nchan", "flask-sse"]),
-              help="Measure only these targets (repeatable).")
-def bench(scenario: str, quick: bool, no_references: bool, only: tuple[str, ...]) -> None:
-    """Benchmark the streamer (and the references) and update BENCHMARKS.md.
-
-    ``report`` only rewrites BENCHMARKS.md from the stored results.
-    """
-    from herald import stack
-
-    if scenario == "report":
-        from bench.run import rewrite_report
-
-        rewrite_report()
-        return
-    try:
-        from bench.run import main as run_bench
-    except ImportError as exc:
-        raise click.ClickException(f"the benchmark needs the dev extras: {exc}") from exc
-    cfg, embedded = stack.with_redis(_config())
-    try:
-        scenarios = list(BENCH_SCENARIOS) if scenario == "all" else [scenario]
-        sys.exit(run_bench(scenarios, cfg.redis_url, quick, not no_references, only))
-    finally:
-        if embedded is not None:
-            embedded.stop()
 
 
 @main.group()

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from bench.measure import Run, measure
+from herald_bench.measure import Run, measure
 
 P99_BUDGET_MS = 100.0
 

@@ -18,7 +18,7 @@ from typing import Any
 import psutil
 from tqdm import tqdm
 
-from bench.loadgen import LoadGen
+from herald_bench.loadgen import LoadGen
 
 
 @dataclass

@@ -9,7 +9,7 @@
  * their response head, so the server's handling of slow consumers can be observed.
  *
  * stdout carries only the protocol lines READY / PROGRESS / DONE; the result is a JSON
- * file (--out); diagnostics go to stderr.  See bench/loadgen.py for the Python side.
+ * file (--out); diagnostics go to stderr.  See herald_bench/loadgen.py for the Python side.
  *
  * Result keys beyond the obvious: "connect_failures" counts connections that never got a
  * response head (refused, reset, connect timeout, malformed head); "protocol_errors"
@@ -27,7 +27,7 @@
  * ~8 M events per CPU-second when events arrive in batches, and ~5 us of system time per
  * read when every read carries a single small event (wide fan-out at low rates).
  *
- * Build: gcc -O2 -Wall -Wextra -o bench/build/loadgen bench/loadgen.c
+ * Build: gcc -O2 -Wall -Wextra -o herald_bench/build/loadgen herald_bench/loadgen.c
  */
 #define _GNU_SOURCE
 #include <errno.h>

@@ -1,7 +1,7 @@
 """flask-sse served by gunicorn's gevent worker as a reference SSE server.
 
 Guarantees: ``start`` runs ``python -m gunicorn -k gevent -w 1 --worker-connections 19000``
-on ``bench.refs.flask_sse_app:app`` (a master and one worker), from the repository root,
+on ``herald_bench.refs.flask_sse_app:app`` (a master and one worker), from the repository root,
 with heartbeat files in its own temp dir and gunicorn's control socket off. Every topic
 maps to the Redis channel ``flask-sse:<topic>``, so this reference's pub/sub traffic never
 meets Herald's (``<prefix>:topic:...``) nor anyone else's. ``publish`` does what
@@ -34,7 +34,7 @@ from herald.config import redact_url
 from . import Reference
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-APP = "bench.refs.flask_sse_app:app"
+APP = "herald_bench.refs.flask_sse_app:app"
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 CHANNEL_PREFIX = "flask-sse:"
 EVENT_TYPE = "bench"

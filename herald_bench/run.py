@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from bench import loadgen, report
-from bench.herald_target import HeraldTarget
-from bench.refs import REFERENCES
-from bench.scenarios import SCENARIOS, Sizes, runner, within_budget
-from bench.verdicts import ratios, verdicts
 from herald.stack import free_port
+from herald_bench import loadgen, report
+from herald_bench.herald_target import HeraldTarget
+from herald_bench.refs import REFERENCES
+from herald_bench.scenarios import SCENARIOS, Sizes, runner, within_budget
+from herald_bench.verdicts import ratios, verdicts
 
 REFERENCE_NAMES = ("nchan", "flask-sse")
 

@@ -1,4 +1,4 @@
-"""Python side of the C SSE load generator (``bench/loadgen.c``).
+"""Python side of the C SSE load generator (``herald_bench/loadgen.c``).
 
 ``build()`` compiles the generator on demand; ``LoadGen`` runs one instance: it writes the
 request targets to a file, starts the binary in its own process group, follows its stdout

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.report import ms
-from bench.scenarios import within_budget
+from herald_bench.report import ms
+from herald_bench.scenarios import within_budget
 
 FANOUT_P99_MS = 150
 RSS_PER_CONN_KB = 16

@@ -1,4 +1,4 @@
-"""``python -m bench.replay``: a streamer's memory while it replays to clients that stall.
+"""``python -m herald_bench.replay``: a streamer's memory while it replays to clients that stall.
 
 The scenario of issue 9, item 2: ``--events`` events of ``--size`` bytes are published on
 each of ``--topics`` topics, then ``--connections`` clients resume from ``0-0`` on all of
@@ -9,12 +9,12 @@ every event of its topics in id order followed by ``resumed`` and ``ready``, or 
 first of them followed by a ``reset``. It runs once with the default settings (the 57 MB
 replays pass HERALD_REPLAY_MAX_BYTES: 8 MiB of events, then a reset each) and once with
 the byte bound raised above them (complete replays), stores
-``bench/results/replay.json`` and rewrites BENCHMARKS.md.
+``herald_bench/results/replay.json`` and rewrites BENCHMARKS.md.
 
 Run it against a Redis of your own (it writes under a fresh prefix, and leaves the
 events there for HERALD_HISTORY_TTL)::
 
-    python -m bench.replay --redis-url redis://127.0.0.1:6392/0
+    python -m herald_bench.replay --redis-url redis://127.0.0.1:6392/0
 """
 
 from __future__ import annotations
@@ -31,13 +31,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import report
-from bench.herald_target import HeraldTarget
-from bench.measure import resources
-from bench.run import rewrite_report
 from herald import tokens
 from herald.event import id_key
 from herald.stack import free_port
+from herald_bench import report
+from herald_bench.herald_target import HeraldTarget
+from herald_bench.measure import resources
+from herald_bench.run import rewrite_report
 
 MB = 1024 * 1024
 
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     rows = [_run_target(args, settings) for settings in runs]
     if args.save:
-        command = "python -m bench.replay " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        command = "python -m herald_bench.replay " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         report.save("replay", {
             "scenario": "replay", "command": command.strip(),
             "finished": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -209,7 +209,7 @@ def _publish(target: HeraldTarget, topics: list[str], events: int, size: int) ->
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.replay", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m herald_bench.replay", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL",
                                                               "redis://127.0.0.1:6379/0"))

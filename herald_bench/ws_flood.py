@@ -6,7 +6,7 @@ it can while reading its replies; the other (user ``bob``) sends a ``ping`` ever
 Prints the streamer's RSS before and at its peak, the size of its log, mallory's replies
 by outcome and bob's slowest pong.
 
-    python -m bench.ws_flood [--frames 60000] [--redis-url redis://127.0.0.1:6379/0]
+    python -m herald_bench.ws_flood [--frames 60000] [--redis-url redis://127.0.0.1:6379/0]
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ import psutil
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from bench.herald_target import HeraldTarget
 from herald import tokens
 from herald.stack import free_port
+from herald_bench.herald_target import HeraldTarget
 
 MB = 1024 * 1024
 

@@ -1,6 +1,6 @@
-"""Benchmark results: JSON files in ``bench/results/`` and the tables of ``BENCHMARKS.md``.
+"""Benchmark results: JSON files in ``herald_bench/results/`` and the tables of ``BENCHMARKS.md``.
 
-Each scenario's latest run is kept as ``bench/results/<scenario>.json``; ``BENCHMARKS.md``
+Each scenario's latest run is kept as ``herald_bench/results/<scenario>.json``; ``BENCHMARKS.md``
 is regenerated from those files, so every row it shows comes from a stored run and
 carries the command that produced it.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+RESULTS = Path(__file__).resolve().parent / "results"
 DOCUMENT = ROOT / "BENCHMARKS.md"
 ORDER = ("fanout", "throughput", "routing", "slow", "replay")
 
@@ -72,7 +72,7 @@ def _delivered(row: dict[str, Any]) -> str:
 
 
 def within_budget(row: dict[str, Any]) -> bool:
-    from bench.scenarios import within_budget as check
+    from herald_bench.scenarios import within_budget as check
 
     return check(row)
 
@@ -198,9 +198,9 @@ TITLES = {
 
 def render(documents: dict[str, dict[str, Any]], verdicts: list[str]) -> str:
     out = ["# Benchmarks", "",
-           "Produced by `herald bench` (see `bench/`); every figure below comes from the "
-           "stored run in `bench/results/<scenario>.json`. Server, Redis, publisher and "
-           "the C load generator (`bench/loadgen.c`, one epoll thread) share one machine. "
+           "Produced by `herald bench` (see `herald_bench/`); every figure below comes from the "
+           "stored run in `herald_bench/results/<scenario>.json`. Server, Redis, publisher and "
+           "the C load generator (`herald_bench/loadgen.c`, one epoll thread) share one machine. "
            "Latency is publish (stamped by the publisher just before it sends) to receipt "
            "by the client; fan-out completion is publish to the last client.", ""]
     if verdicts:
