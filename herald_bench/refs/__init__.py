@@ -7,8 +7,9 @@ the same way:
   what is missing (it may install what is missing first, and says so on one line);
 - ``start(port)`` serves on ``127.0.0.1:port`` and returns only once the server answers
   HTTP, or raises :class:`RuntimeError` carrying the server's log tail within 20 s;
-- ``stop()`` ends every process ``start`` made (SIGTERM to its process group, SIGKILL
-  after 5 s), removes its temporary directory, and may be called any number of times;
+- ``stop()`` ends every process ``start`` made (``herald.processes.Process.stop``:
+  SIGTERM, then to the rest of its process group, SIGKILL after 5 s), removes its
+  temporary directory, and may be called any number of times;
 - ``subscribe_path(topic)`` is the request target whose GET streams ``topic`` as SSE;
 - ``publisher()`` returns a :class:`Publisher`: each ``publish(topic, data)`` makes the
   server send one SSE event whose ``data:`` line holds ``data`` as compact JSON, and
@@ -24,17 +25,15 @@ may install packages).
 from __future__ import annotations
 
 import abc
-import contextlib
 import http.client
-import os
 import shutil
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, ClassVar, Protocol
+from typing import ClassVar, Protocol
+
+from herald.processes import Command, Process
 
 START_TIMEOUT_S = 20.0
 STOP_GRACE_S = 5.0
@@ -60,9 +59,8 @@ class Reference(abc.ABC):
     name: ClassVar[str]
 
     def __init__(self) -> None:
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: Process | None = None
         self._tmp: Path | None = None
-        self._log: IO[bytes] | None = None
         self.port: int | None = None
 
     @classmethod
@@ -107,12 +105,9 @@ class Reference(abc.ABC):
     def _spawn(self, argv: list[str], cwd: Path | None = None,
                env: dict[str, str] | None = None) -> None:
         """Start ``argv`` as the leader of a new process group, output to ``log_path``."""
-        self._log = self.log_path.open("ab")
+        self._proc = Process(Command(self.name, argv, env, cwd), self.log_path)
         try:
-            self._proc = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )
+            self._proc.start()
         except OSError as exc:
             self.stop()
             raise RuntimeError(f"{self.name} reference could not run {argv[0]}: {exc}") from exc
@@ -121,12 +116,12 @@ class Reference(abc.ABC):
         """Return once an HTTP GET of ``probe_target`` gets any answer; else stop and raise."""
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
-            if self._proc is None or self._proc.poll() is not None:
+            if self._proc is None or not self._proc.running():
                 break
-            if http_answers(port, probe_target) and self._proc.poll() is None:
+            if http_answers(port, probe_target) and self._proc.running():
                 return
             time.sleep(0.1)
-        code = None if self._proc is None else self._proc.poll()
+        code = None if self._proc is None else self._proc.exited()
         tail = self._log_tail(extra_logs)
         self.stop()
         state = "did not answer within 20 s" if code is None else f"exited with code {code}"
@@ -138,13 +133,11 @@ class Reference(abc.ABC):
         return "\n".join(part for part in parts if part) or "(empty log)"
 
     def stop(self) -> None:
-        """Stop the process group (SIGTERM, SIGKILL after 5 s) and remove the temp dir."""
+        """Stop the server and its process group (``Process.stop``, SIGKILL after 5 s) and
+        remove the temp dir."""
         proc, self._proc = self._proc, None
-        if proc is not None:
-            terminate_group(proc)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if proc is not None and proc.popen is not None:
+            proc.stop(STOP_GRACE_S)
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
@@ -152,9 +145,7 @@ class Reference(abc.ABC):
 
     def server_pids(self) -> list[int]:
         """The server's leader process and all its descendants, while running."""
-        if self._proc is None or self._proc.poll() is not None:
-            return []
-        return [self._proc.pid, *descendants(self._proc.pid)]
+        return self._proc.pids() if self._proc is not None else []
 
     def __enter__(self) -> Reference:
         return self
@@ -195,78 +186,6 @@ def log_tail(path: Path, chars: int = LOG_TAIL_CHARS) -> str:
         return ""
     return f"--- {path.name} ---\n" + data[-chars:].decode("utf-8", "replace").rstrip()
 
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """Fields of /proc/<pid>/stat after the command name (state, ppid, pgrp, ...)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat[stat.rfind(")") + 2:].split()
-
-
-def _live_pids() -> list[int]:
-    return [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
-
-
-def descendants(pid: int) -> list[int]:
-    """Live (non-zombie) descendants of ``pid``, parents before children."""
-    children: dict[int, list[int]] = {}
-    for other in _live_pids():
-        fields = _stat_fields(other)
-        if fields and fields[0] != "Z":
-            children.setdefault(int(fields[1]), []).append(other)
-    found: list[int] = []
-    queue = [pid]
-    while queue:
-        kids = children.get(queue.pop(0), [])
-        found.extend(kids)
-        queue.extend(kids)
-    return found
-
-
-def group_members(pgid: int, zombies: bool = False) -> list[int]:
-    """Processes whose process group is ``pgid``; zombies only if ``zombies``."""
-    members = []
-    for pid in _live_pids():
-        fields = _stat_fields(pid)
-        if fields and (zombies or fields[0] != "Z") and int(fields[2]) == pgid:
-            members.append(pid)
-    return members
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def terminate_group(proc: subprocess.Popen[bytes]) -> None:
-    """Stop ``proc`` and its process group: SIGTERM, SIGKILL whatever is left after 5 s.
-
-    SIGTERM goes to the leader (the server's master, which stops and reaps its workers), and
-    to the rest of the group once the leader has gone. Returns once the group is empty, or
-    after a further 5 s if a process cannot be killed or a zombie is never reaped.
-    """
-    pgid = proc.pid  # start_new_session made it the group leader
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    orphans_signalled = False
-    deadline = time.monotonic() + STOP_GRACE_S
-    while time.monotonic() < deadline:
-        leader_gone = proc.poll() is not None
-        if leader_gone and not group_members(pgid):
-            break
-        if leader_gone and not orphans_signalled:
-            _signal_group(pgid, signal.SIGTERM)
-            orphans_signalled = True
-        time.sleep(0.05)
-    else:
-        _signal_group(pgid, signal.SIGKILL)
-    proc.wait()
-    # A worker its master killed without reaping is a zombie until init reaps it: wait.
-    deadline = time.monotonic() + STOP_GRACE_S
-    while group_members(pgid, zombies=True) and time.monotonic() < deadline:
-        time.sleep(0.05)
 
 from .flask_sse import FlaskSseReference  # noqa: E402  (needs Reference defined above)
 from .nchan import NchanReference  # noqa: E402

