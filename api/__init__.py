@@ -1,8 +1,10 @@
 """Herald's HTTP API: a thin Flask app that validates, stores and dispatches.
 
 ``create_app()`` is the factory (``gunicorn 'api:create_app()'``). Handlers validate the
-request fully before they store or dispatch anything; Redis pub/sub and SSE live
-elsewhere (``tasks`` publishes, ``streamer`` serves). The gunicorn worker is
+request fully before they store, dispatch or publish anything. The API publishes
+events (``POST /api/events``, ``notification.read``, a new job's ``job.queued``) through
+``herald.publisher`` but never subscribes: holding subscribers' connections is the
+``streamer``'s job. The gunicorn worker is
 ``api.worker``: the master process imports it before gevent patches the workers, so
 importing this package imports nothing but the standard library (``create_app`` imports
 the rest).

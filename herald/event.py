@@ -114,10 +114,6 @@ class Event:
         except KeyError as exc:
             raise ValueError(f"envelope lacks {exc}") from exc
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "ts": self.ts, "topic": self.topic, "type": self.type,
-                "data": self.data}
-
 
 def sse_frame(event_id: str, type: str, envelope: bytes) -> bytes:
     """One SSE event: ``id``, ``event`` and the envelope as a single ``data`` line.

@@ -1,5 +1,5 @@
-"""Celery tasks and the publishing side of Herald.
+"""Celery tasks: notification delivery (``tasks.notifications``), jobs (``tasks.jobs``,
+``tasks.demo``), and ``tasks.events.publish``, a shortcut for publishing from a script.
 
-``tasks.events.publish`` is the one function any process calls to fan out an event.
 ``tasks.app`` holds the Celery application; importing this package does not create it.
 """
