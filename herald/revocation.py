@@ -5,10 +5,6 @@ entry may be forgotten: once the token would have expired anyway) and publishes
 ``revoke <id>`` on the control channel, so streamers close the token's connections at
 once; streamers also reread the list every few seconds, so a missed notice delays a
 revocation by seconds, never forever.
-
-The API asks ``is_revoked`` on every request carrying a token; a streamer keeps the
-list in memory (a ``herald.access.DenySet``). Either way the one check is
-``herald.access.Gate``.
 """
 
 from __future__ import annotations
