@@ -5,8 +5,10 @@ and revoke tokens, and read anyone's data. ``Authorization: Bearer <token>`` is 
 subscriber token (``POST /api/tokens``): its user may read and mark their own inbox and
 read their own jobs, and nothing else. Missing or invalid credentials are answered
 401 (with ``WWW-Authenticate``); valid ones without the right are answered 403.
-Sending, publishing and starting jobs spend the key's rate budget: 429 with
-``Retry-After`` when it is empty. Checks run before a request body is even parsed.
+A token is checked by ``herald.access`` (signature, expiry, revocation), as the
+streamer checks it, and refused in the same words. Sending, publishing and starting
+jobs spend the key's rate budget: 429 with ``Retry-After`` when it is empty. Checks run
+before a request body is even parsed.
 """
 
 from __future__ import annotations
@@ -17,13 +19,12 @@ from dataclasses import dataclass
 from flask import request
 
 from api.context import services
-from api.errors import ApiError
-from herald import tokens
+from herald import access
 from herald.apikeys import ApiKey, looks_like_key
-from herald.errors import TokenError
+from herald.errors import Refusal
 from herald.tokens import Grant
 
-CHALLENGE = {"WWW-Authenticate": 'Bearer realm="herald"'}
+FIELD = "Authorization"  # the one place the API takes credentials from
 
 
 @dataclass(frozen=True)
@@ -34,37 +35,27 @@ class Caller:
     grant: Grant | None = None
 
 
-def _unauthorized(message: str) -> ApiError:
-    return ApiError(401, "unauthorized", message, "Authorization", headers=CHALLENGE)
-
-
 def caller() -> Caller:
     """The caller of this request; raise 401 when there is none or it is invalid."""
-    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
-    credential = credential.strip()
-    if scheme.lower() != "bearer" or not credential:
-        raise _unauthorized("send Authorization: Bearer <API key or token>")
+    credential = access.bearer(request.headers.get("Authorization"))
+    if credential is None:
+        raise access.unauthorized("send Authorization: Bearer <API key or token>", FIELD)
     svc = services()
     if looks_like_key(credential):
         key = svc.apikeys.check(credential)
         if key is None:
-            raise _unauthorized("API key unknown or revoked")
+            raise access.unauthorized("API key unknown or revoked", FIELD)
         return Caller(key=key)
-    try:
-        grant = tokens.verify(svc.config.secret, credential, svc.config.token_algorithms)
-    except TokenError as exc:
-        raise _unauthorized(str(exc)) from None
-    if svc.revocations.is_revoked(grant.token_id):
-        raise _unauthorized("token revoked")
-    return Caller(grant=grant)
+    cfg = svc.config
+    gate = access.Gate(access.verifier(cfg.secret, cfg.token_algorithms), svc.revocations)
+    return Caller(grant=gate.authenticate(credential, FIELD))
 
 
 def publisher() -> ApiKey:
     """The caller's API key; 403 for a user token."""
     who = caller()
     if who.key is None:
-        raise ApiError(403, "forbidden", "this needs an API key, not a user token",
-                       "Authorization")
+        raise access.forbidden("this needs an API key, not a user token", FIELD)
     return who.key
 
 
@@ -73,9 +64,9 @@ def sender() -> ApiKey:
     key = publisher()
     wait = services().limiter.take(key.id)
     if wait > 0:
-        raise ApiError(429, "too_many_requests",
-                       f"rate limit of API key {key.name!r} reached; retry in {wait:.2f}s",
-                       "Authorization", headers={"Retry-After": str(math.ceil(wait))})
+        raise Refusal(429, "too_many_requests",
+                      f"rate limit of API key {key.name!r} reached; retry in {wait:.2f}s",
+                      FIELD, headers={"Retry-After": str(math.ceil(wait))})
     return key
 
 
@@ -83,6 +74,6 @@ def publisher_or_user(user: str) -> Caller:
     """An API key, or the token of ``user`` themselves; 403 for anyone else's token."""
     who = caller()
     if who.grant is not None and who.grant.user != user:
-        raise ApiError(403, "forbidden", f"a token of {who.grant.user!r} cannot act for "
-                       f"{user!r}", "Authorization")
+        raise access.forbidden(f"a token of {who.grant.user!r} cannot act for {user!r}",
+                               FIELD)
     return who

@@ -17,7 +17,7 @@ from pathlib import Path
 from flask import Blueprint, Response, jsonify, redirect, request, send_from_directory
 
 from api.context import services
-from api.errors import ApiError
+from herald.errors import Refusal
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 
@@ -58,8 +58,8 @@ def _check_same_machine_page() -> None:
                        "may read its configuration")
 
 
-def _refused(field: str, rule: str) -> ApiError:
-    return ApiError(403, "forbidden", f"{field}: {rule}", field)
+def _refused(field: str, rule: str) -> Refusal:
+    return Refusal(403, "forbidden", f"{field}: {rule}", field)
 
 
 @bp.get("/<path:name>")
@@ -71,6 +71,6 @@ def asset(name: str) -> Response:
 
 def _file(folder: Path, name: str) -> Response:
     if not (folder / name).is_file():
-        raise ApiError(404, "not_found", f"no demo file {name!r} (build the page: cd web && "
-                       "npm ci && npm run build)", "path")
+        raise Refusal(404, "not_found", f"no demo file {name!r} (build the page: cd web && "
+                      "npm ci && npm run build)", "path")
     return send_from_directory(folder, name, max_age=0)

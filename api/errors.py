@@ -1,6 +1,7 @@
 """Error answers of the API: always JSON ``{"error": {"code", "message", "field"}}``.
 
-Every handler raises ``ApiError`` (or lets Flask raise an HTTP error) before it stores
+Every handler raises ``herald.errors.Refusal`` (the one error type of every surface;
+rendered here as a JSON response) or lets Flask raise an HTTP error, before it stores
 or dispatches anything, so an error answer means nothing changed. When Redis does not
 answer (or refuses writes) or the broker cannot take work, the answer is 503 with
 ``Retry-After``, logged as one WARNING line without a traceback. The gunicorn worker
@@ -18,7 +19,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
-from herald.errors import HTTP_ERROR_CODES, DispatchError, error_body
+from herald.errors import HTTP_ERROR_CODES, DispatchError, Refusal
 
 log = logging.getLogger(__name__)
 
@@ -30,50 +31,29 @@ REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError,
                      redis.exceptions.ReadOnlyError, redis.exceptions.OutOfMemoryError)
 
 
-class ApiError(Exception):
-    """An answer other than success; ``field`` names the request part at fault."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 details: list[dict[str, Any]] | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.details = details
-        self.headers = headers or {}
-
-    def response(self) -> Response:
-        body = error_body(self.code, self.message, self.field)
-        if self.details:
-            body["details"] = self.details
-        answer = jsonify(error=body)
-        answer.status_code = self.status
-        answer.headers.update(self.headers)
-        return answer
+def render(refusal: Refusal) -> Response:
+    """A refusal as the API answers it."""
+    answer = jsonify(refusal.body())
+    answer.status_code = refusal.status
+    answer.headers.update(refusal.headers)
+    return answer
 
 
-def invalid(field: str | None, message: str) -> ApiError:
-    """A 400 naming the field and the rule it breaks."""
-    return ApiError(400, "invalid_field", f"{field}: {message}" if field else message, field)
-
-
-def unavailable(code: str, message: str) -> ApiError:
+def unavailable(code: str, message: str) -> Refusal:
     """A 503 telling the client to come back in ``RETRY_AFTER`` seconds."""
-    return ApiError(503, code, f"{message}; retry in {RETRY_AFTER}s", None,
-                    headers={"Retry-After": str(RETRY_AFTER)})
+    return Refusal(503, code, f"{message}; retry in {RETRY_AFTER}s", None,
+                   headers={"Retry-After": str(RETRY_AFTER)})
 
 
-def from_validation(exc: ValidationError, prefix: str = "") -> ApiError:
+def from_validation(exc: ValidationError, prefix: str = "") -> Refusal:
     """A 400 from pydantic's errors: the first names the field, all are in ``details``."""
     details = [_detail(error, prefix) for error in exc.errors(include_url=False)]
     first = details[0]
     if first["code"] == "json_invalid":
-        return ApiError(400, "invalid_json", f"body is not valid JSON: {first['message']}",
-                        None)
-    return ApiError(400, "invalid_field", f"{first['field'] or 'body'}: {first['message']}",
-                    first["field"], details=details)
+        return Refusal(400, "invalid_json", f"body is not valid JSON: {first['message']}",
+                       None)
+    return Refusal(400, "invalid_field", f"{first['field'] or 'body'}: {first['message']}",
+                   first["field"], details=details)
 
 
 def _detail(error: Any, prefix: str) -> dict[str, Any]:
@@ -89,9 +69,9 @@ def _one_line(exc: BaseException) -> str:
 def register(app: Flask) -> None:
     """Answer every error, including Flask's own, as JSON."""
 
-    @app.errorhandler(ApiError)
-    def _api_error(exc: ApiError) -> Response:
-        return exc.response()
+    @app.errorhandler(Refusal)
+    def _refused(exc: Refusal) -> Response:
+        return render(exc)
 
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException) -> Response:
@@ -99,9 +79,9 @@ def register(app: Flask) -> None:
         if status == 413:
             from api.schemas import too_large  # schemas imports this module
 
-            return too_large().response()
+            return render(too_large())
         code = HTTP_ERROR_CODES.get(status, "http_error")
-        answer = ApiError(status, code, exc.description or exc.name).response()
+        answer = render(Refusal(status, code, exc.description or exc.name))
         for name in ("Allow",):
             value = exc.get_response().headers.get(name)
             if value:
@@ -111,12 +91,12 @@ def register(app: Flask) -> None:
     @app.errorhandler(DispatchError)
     def _broker_down(exc: DispatchError) -> Response:
         log.warning("%s %s: 503, %s", request.method, request.path, _one_line(exc))
-        return unavailable("broker_unavailable", "the broker cannot take work").response()
+        return render(unavailable("broker_unavailable", "the broker cannot take work"))
 
     def _redis_down(exc: redis.RedisError) -> Response:
         log.warning("%s %s: 503, Redis unavailable: %s", request.method, request.path,
                     _one_line(exc))
-        return unavailable("redis_unavailable", "Redis is unavailable").response()
+        return render(unavailable("redis_unavailable", "Redis is unavailable"))
 
     for kind in REDIS_UNAVAILABLE:
         app.register_error_handler(kind, _redis_down)
@@ -124,4 +104,4 @@ def register(app: Flask) -> None:
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Response:
         log.exception("unhandled error")
-        return ApiError(500, "internal_error", "internal error; see the API log").response()
+        return render(Refusal(500, "internal_error", "internal error; see the API log"))

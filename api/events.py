@@ -6,9 +6,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from api import auth
 from api.context import services
-from api.errors import invalid
 from api.schemas import EventIn, parse
-from herald.errors import InvalidEvent
+from herald.errors import InvalidEvent, invalid
 
 bp = Blueprint("events", __name__, url_prefix="/api/events")
 

@@ -1,4 +1,8 @@
-"""A user's inbox: GET /api/users/<user>/notifications and POST .../read."""
+"""A user's inbox: GET /api/users/<user>/notifications and POST .../read.
+
+Marking read (and telling the user's other tabs) is ``herald.reading``, the same as
+the streamer's WebSocket ``read`` command.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +12,16 @@ from flask import Blueprint, Response, jsonify, request
 
 from api import auth
 from api.context import services
-from api.errors import invalid
 from api.schemas import ReadIn, parse
-from herald.event import USER_RULE, user_topic, valid_user
+from herald import reading
+from herald.errors import invalid
+from herald.event import USER_RULE, valid_user
 from herald.ids import valid_id
 
 bp = Blueprint("inbox", __name__, url_prefix="/api/users/<user>/notifications")
 
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100
 ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
-READ_EVENT = "notification.read"
 
 
 @bp.get("")
@@ -39,19 +43,10 @@ def mark_read(user: str) -> Response:
     _check_user(user)
     auth.publisher_or_user(user)
     body = parse(request, ReadIn)
-    if (body.ids is None) == (body.all is None) or body.all is False:
-        raise invalid("ids", "give either ids (a list) or all: true")
+    ids = reading.selection(body.ids, body.all)
     svc = services()
-    if body.all:
-        marked = svc.inbox.mark_all_read(user)
-    else:
-        marked = svc.inbox.mark_read(user, body.ids or [])
-    unread = svc.inbox.unread(user)
-    if marked:
-        svc.publisher.publish(user_topic(user),
-                              {"ids": body.ids, "all": bool(body.all), "unread": unread},
-                              READ_EVENT)
-    return jsonify(marked=marked, unread=unread)
+    done = reading.mark_read(svc.inbox, svc.publisher, user, ids)
+    return jsonify(marked=done.marked, unread=done.unread)
 
 
 def _check_user(user: str) -> None:

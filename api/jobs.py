@@ -7,8 +7,9 @@ from pydantic import ValidationError
 
 from api import auth
 from api.context import services
-from api.errors import ApiError, from_validation, invalid
+from api.errors import from_validation
 from api.schemas import JobIn, parse
+from herald.errors import Refusal, invalid
 from herald.ids import valid_id
 from tasks import jobs
 
@@ -41,5 +42,5 @@ def show(job_id: str) -> Response:
     who = auth.caller()
     record = services().jobs.describe(job_id) if valid_id(job_id, "j") else None
     if record is None or (who.grant is not None and who.grant.user != record["owner"]):
-        raise ApiError(404, "not_found", f"no job {job_id!r}", "id")
+        raise Refusal(404, "not_found", f"no job {job_id!r}", "id")
     return jsonify(record)

@@ -8,8 +8,8 @@ from flask import Blueprint, Response, jsonify, request, url_for
 
 from api import auth
 from api.context import services
-from api.errors import ApiError, invalid
-from api.schemas import NotificationIn, parse
+from api.schemas import IDEMPOTENCY_KEY_RULE, NotificationIn, parse
+from herald.errors import Refusal, invalid
 from herald.ids import valid_id
 from herald.notifications import NewNotification
 from tasks import notifications as delivery
@@ -17,7 +17,7 @@ from tasks import notifications as delivery
 bp = Blueprint("notifications", __name__, url_prefix="/api/notifications")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_RULE = re.compile(r"[\x21-\x7e]{1,255}")
+IDEMPOTENCY_RULE = re.compile(IDEMPOTENCY_KEY_RULE)
 
 
 @bp.post("")
@@ -29,9 +29,9 @@ def create() -> tuple[Response, int]:
     new = _validated(body)
     created = delivery.submit(services(), new, key)
     if created.conflict:
-        raise ApiError(422, "idempotency_key_reused",
-                       f"{IDEMPOTENCY_HEADER} was used for a different request "
-                       f"(notification {created.id})", IDEMPOTENCY_HEADER)
+        raise Refusal(422, "idempotency_key_reused",
+                      f"{IDEMPOTENCY_HEADER} was used for a different request "
+                      f"(notification {created.id})", IDEMPOTENCY_HEADER)
     status_url = url_for("notifications.show", notification_id=created.id, _external=True)
     answer = jsonify(id=created.id, status_url=status_url, created=created.created)
     answer.headers["Location"] = status_url
@@ -43,10 +43,10 @@ def show(notification_id: str) -> Response:
     """The record with its status, timestamps and per-destination delivery state."""
     auth.publisher()
     if not valid_id(notification_id, "n"):
-        raise ApiError(404, "not_found", f"no notification {notification_id!r}", "id")
+        raise Refusal(404, "not_found", f"no notification {notification_id!r}", "id")
     record = services().notifications.describe(notification_id)
     if record is None:
-        raise ApiError(404, "not_found", f"no notification {notification_id!r}", "id")
+        raise Refusal(404, "not_found", f"no notification {notification_id!r}", "id")
     return jsonify(record)
 
 

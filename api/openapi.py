@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.json_schema import models_json_schema
 
 from api.schemas import (
+    IDEMPOTENCY_KEY_RULE,
     EventIn,
     JobIn,
     NotificationIn,
@@ -22,6 +23,7 @@ from api.schemas import (
     RevokeIn,
     TokenIn,
 )
+from herald.event import USER_RULE
 
 bp = Blueprint("openapi", __name__)
 
@@ -161,7 +163,7 @@ ERRORS = {
            "nothing was stored, dispatched or published.",
 }
 USER = {"name": "user", "in": "path", "required": True,
-        "schema": {"type": "string", "pattern": r"^[a-z0-9][a-z0-9._-]{0,63}$"}}
+        "schema": {"type": "string", "pattern": f"^{USER_RULE}$"}}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -201,7 +203,7 @@ SENDING = ["400", "401", "403", "413", "415", "429", "503"]
 
 def paths() -> dict[str, Any]:
     idempotency = {"name": "Idempotency-Key", "in": "header", "required": False,
-                   "schema": {"type": "string", "pattern": r"^[\x21-\x7e]{1,255}$"}}
+                   "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_RULE}$"}}
     return {
         "/api/notifications": {"post": _operation(
             "Store a notification and dispatch its delivery",

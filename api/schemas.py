@@ -14,17 +14,21 @@ from typing import Annotated, Any, Literal, TypeVar
 from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from api.errors import ApiError, from_validation
+from api.errors import from_validation
+from herald.errors import Refusal
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
+from herald.ids import id_rule
+from herald.reading import MAX_READ_IDS
 from herald.tokens import GRANT_RULE, MAX_GRANTS
 
 MAX_BODY_BYTES = 64 * 1024
+IDEMPOTENCY_KEY_RULE = r"[\x21-\x7e]{1,255}"  # visible ASCII
 
 UserName = Annotated[str, StringConstraints(pattern=f"^{USER_RULE}$")]
 TopicName = Annotated[str, StringConstraints(pattern=f"^{TOPIC_RULE}$")]
 TopicGrant = Annotated[str, StringConstraints(pattern=f"^{GRANT_RULE}$")]
 EventType = Annotated[str, StringConstraints(pattern=f"^{TYPE_RULE}$")]
-NotificationId = Annotated[str, StringConstraints(pattern="^n_[0-9A-HJKMNP-TV-Z]{26}$")]
+NotificationId = Annotated[str, StringConstraints(pattern=f"^{id_rule('n')}$")]
 Channel = Literal["inapp"]
 
 
@@ -76,7 +80,7 @@ class RevokeIn(Strict):
 class ReadIn(Strict):
     """POST /api/users/<user>/notifications/read: ``ids`` or ``all``."""
 
-    ids: list[NotificationId] | None = Field(None, min_length=1, max_length=1000)
+    ids: list[NotificationId] | None = Field(None, min_length=1, max_length=MAX_READ_IDS)
     all: bool | None = None
 
 
@@ -84,10 +88,10 @@ Model = TypeVar("Model", bound=BaseModel)
 
 
 def parse(request: Request, model: type[Model]) -> Model:
-    """Validate a JSON request body against ``model``; raise ``ApiError`` otherwise."""
+    """Validate a JSON request body against ``model``; raise ``Refusal`` otherwise."""
     if not request.is_json:
-        raise ApiError(415, "unsupported_media_type",
-                       "Content-Type must be application/json")
+        raise Refusal(415, "unsupported_media_type",
+                      "Content-Type must be application/json")
     # Werkzeug stops reading a streamed (chunked) body at MAX_CONTENT_LENGTH without a
     # word; create_app sets it one byte over MAX_BODY_BYTES so a longer body shows here.
     body = request.get_data(cache=True)
@@ -99,7 +103,7 @@ def parse(request: Request, model: type[Model]) -> Model:
         raise from_validation(exc) from None
 
 
-def too_large() -> ApiError:
+def too_large() -> Refusal:
     """The 413 for a body over ``MAX_BODY_BYTES``, declared or streamed."""
-    return ApiError(413, "payload_too_large",
-                    f"request body must be at most {MAX_BODY_BYTES} bytes")
+    return Refusal(413, "payload_too_large",
+                   f"request body must be at most {MAX_BODY_BYTES} bytes")

@@ -9,9 +9,8 @@ from flask import Blueprint, Response, jsonify, request
 
 from api import auth
 from api.context import services
-from api.errors import invalid
 from api.schemas import RevokeIn, TokenIn, parse
-from herald import tokens
+from herald import access
 from herald.event import user_topic
 from herald.times import iso
 
@@ -24,11 +23,7 @@ def mint() -> tuple[Response, int]:
     auth.publisher()
     body = parse(request, TokenIn)
     cfg = services().config
-    ttl = body.ttl if body.ttl is not None else cfg.token_ttl
-    if ttl > cfg.token_max_ttl:
-        raise invalid("ttl", f"must be at most {cfg.token_max_ttl} seconds")
-    token, grant = tokens.mint(cfg.secret, body.user, tuple(body.topics), ttl,
-                               algorithm=cfg.token_algorithms[0])
+    token, grant = access.issue(cfg, body.user, body.topics, body.ttl)
     topics = [user_topic(body.user), *(t for t in body.topics if not t.endswith("*"))]
     query = urlencode({"topics": ",".join(dict.fromkeys(topics)), "token": token})
     return jsonify(token=token, token_id=grant.token_id, user=grant.user,

@@ -25,7 +25,7 @@ import redis
 
 from herald import config as herald_config
 from herald.config import SETTINGS, Config, shown
-from herald.errors import ConfigError, HeraldError, InvalidEvent
+from herald.errors import ConfigError, HeraldError, InvalidEvent, Refusal
 
 
 def _config() -> Config:
@@ -115,14 +115,12 @@ def streamer(args: tuple[str, ...]) -> None:
 @click.option("--ttl", type=click.IntRange(min=1), help="Lifetime in seconds.")
 def token(user: str, topics: tuple[str, ...], ttl: int | None) -> None:
     """Print a subscriber token for USER."""
-    from herald import tokens
+    from herald import access
 
-    cfg = _config()
-    lifetime = ttl or cfg.token_ttl
-    if lifetime > cfg.token_max_ttl:
-        raise click.BadParameter(f"at most {cfg.token_max_ttl} seconds", param_hint="--ttl")
     try:
-        minted, _ = tokens.mint(cfg.secret, user, topics, lifetime)
+        minted, _ = access.issue(_config(), user, topics, ttl)
+    except Refusal as exc:
+        raise click.BadParameter(exc.message, param_hint="--ttl") from exc
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     click.echo(minted)
@@ -169,7 +167,7 @@ def send(user: str, title: str, body: str, data: str) -> None:
 @click.option("--raw", is_flag=True, help="Print each event's JSON envelope.")
 def listen(topics: tuple[str, ...], user: str, raw: bool) -> None:
     """Print events of TOPICS as they arrive (Ctrl-C to stop)."""
-    from herald import tokens
+    from herald import access
     from herald.listen import ListenError
     from herald.listen import listen as listen_loop
 
@@ -177,7 +175,7 @@ def listen(topics: tuple[str, ...], user: str, raw: bool) -> None:
     owners = [t.split(":", 1)[1] for t in topics if t.startswith("user:")]
     who = owners[0] if len(owners) == 1 else user
     def fresh() -> str:
-        return tokens.mint(cfg.secret, who, topics, cfg.token_max_ttl)[0]
+        return access.issue(cfg, who, topics, cfg.token_max_ttl)[0]
 
     try:
         fresh()

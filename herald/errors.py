@@ -1,5 +1,10 @@
 """Errors that are part of Herald's contract across packages, and the shape of an error
-answer over HTTP: ``{"error": {"code", "message", "field"}}``.
+answer: ``{"error": {"code", "message", "field"}}``.
+
+``Refusal`` is the one type of a refused request on every surface: the API renders it
+as its JSON error response (``api.errors``), the streamer as its HTTP answer
+(``streamer.protocol.answer``) or as a WebSocket command's error reply
+(``streamer.commands``). Whichever surface answers, the ``error`` object is the same.
 
 Imports only the standard library: the API's gunicorn master imports it (through
 ``api.worker``) before gevent patches a worker.
@@ -49,6 +54,45 @@ class InvalidEvent(HeraldError, ValueError):
         super().__init__(f"{field}: {message}")
         self.field = field
         self.message = message
+
+
+class Refusal(HeraldError):
+    """A request Herald will not carry out, raised before anything is stored, dispatched
+    or published.
+
+    ``status`` is the HTTP status to answer with (also given to WebSocket commands,
+    whose replies carry only the ``error`` object); ``field`` names the part of the
+    request at fault (None for the request as a whole); ``headers`` go with an HTTP
+    answer (``WWW-Authenticate``, ``Retry-After``); ``details`` lists every broken rule
+    when there are several (the API's body validation).
+    """
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None,
+                 headers: dict[str, str] | None = None,
+                 details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        self.headers = dict(headers or {})  # a copy: surfaces add their own (CORS)
+        self.details = details
+
+    def error(self) -> dict[str, Any]:
+        """The ``error`` object of the answer (with ``details`` when there are any)."""
+        body = error_body(self.code, self.message, self.field)
+        if self.details:
+            body["details"] = self.details
+        return body
+
+    def body(self) -> dict[str, Any]:
+        """The whole answer: ``{"error": {...}}``."""
+        return {"error": self.error()}
+
+
+def invalid(field: str | None, message: str) -> Refusal:
+    """A 400 ``invalid_field`` naming the field and the rule it breaks."""
+    return Refusal(400, "invalid_field", f"{field}: {message}" if field else message, field)
 
 
 class TokenError(HeraldError):

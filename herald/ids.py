@@ -15,7 +15,8 @@ import threading
 import time
 
 _ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-_ID_RE = re.compile(r"[a-z]{1,8}_[0-9A-HJKMNP-TV-Z]{26}")
+ID_BODY_RULE = "[0-9A-HJKMNP-TV-Z]{26}"  # what follows the prefix: Crockford base 32
+_ID_RE = re.compile(f"[a-z]{{1,8}}_{ID_BODY_RULE}")
 
 
 _lock = threading.Lock()
@@ -35,6 +36,11 @@ def new_id(prefix: str, now: float | None = None) -> str:
         value, digit = divmod(value, 32)
         chars.append(_ALPHABET[digit])
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def id_rule(prefix: str) -> str:
+    """The rule (a regular expression) of the ids ``new_id(prefix)`` makes."""
+    return f"{re.escape(prefix)}_{ID_BODY_RULE}"
 
 
 def valid_id(value: object, prefix: str) -> bool:

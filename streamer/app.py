@@ -1,8 +1,9 @@
 """HTTP handlers of the streamer: ``GET /events`` (SSE) and ``GET /healthz``.
 
 ``GET /events?topics=a,b&token=...`` checks, in order: the token (401: missing,
-invalid or expired), the topics (400 naming the bad one), the grants (403 naming the
-topic). Without ``topics`` a client gets its own topic ``user:<id>``. The token may
+invalid, expired or revoked), the topics (400 naming the bad one), the grants (403
+naming the topic), all by ``herald.access``, as the API and the WebSocket commands
+check them. Without ``topics`` a client gets its own topic ``user:<id>``. The token may
 also come as ``Authorization: Bearer`` or the ``herald_token`` cookie.
 
 Only once Redis has confirmed the subscriptions of all its topics are the response
@@ -42,17 +43,18 @@ from wsproto.events import AcceptConnection
 from wsproto.events import Request as WsRequest
 from wsproto.utilities import RemoteProtocolError
 
+from herald import access
+from herald.access import DenySet
 from herald.config import Config
-from herald.errors import TokenError
-from herald.event import TOPIC_RULE, sse_comment, user_topic, valid_topic
-from herald.tokens import Grant
+from herald.errors import Refusal
+from herald.event import sse_comment, user_topic
 from streamer.broker import Broker
 from streamer.client import SSE, WS, Client
 from streamer.commands import Commands
 from streamer.expiry import TOKEN_EXPIRED
 from streamer.history import History, Key, Plan
 from streamer.hub import Hub
-from streamer.protocol import BadRequest, Request, response
+from streamer.protocol import BadRequest, Request, answer, response
 from streamer.pubsub import PubSubError
 from streamer.replay import Replays, reset_frames
 from streamer.reply import reply_and_close
@@ -62,7 +64,6 @@ from streamer.websocket import reply
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
-TOKEN_COOKIE = "herald_token"
 
 SSE_HEAD = (
     b"HTTP/1.1 200 OK\r\n"
@@ -78,24 +79,26 @@ class Streamer:
     """Routes complete requests (``Listener`` handler) to the handlers below."""
 
     def __init__(self, config: Config, hub: Hub, broker: Broker, history: History,
-                 revoked: set[str] | None = None) -> None:
+                 revoked: DenySet | None = None) -> None:
         self.config = config
         self.hub = hub
         self.broker = broker
         self.history = history
         self.replays = Replays(history, config.replay_concurrency)
-        self.revoked = revoked if revoked is not None else set()
+        self.revoked = revoked if revoked is not None else DenySet()
         self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
         self.commands: Commands | None = None  # WebSocket commands, set by the service
         self._ready_cache: dict[str, tuple[Key, bytes]] = {}
         self.verified = TokenCache(config.secret, config.token_algorithms)
+        # Every token of this process is checked here: handshakes and ``auth`` commands.
+        self.gate = access.Gate(self.verified.verify, self.revoked)
 
     def handle(self, sock: _socket.socket, request: Request) -> None:
         try:
             self._route(request)(sock, request)
-        except BadRequest as exc:
+        except Refusal as exc:
             exc.headers.update(self._cors(request))
-            reply_and_close(sock, exc.answer())
+            reply_and_close(sock, answer(exc))
 
     def _route(self, request: Request) -> Any:
         handler = self.routes.get(request.path)
@@ -172,18 +175,22 @@ class Streamer:
         origin = request.headers.get("origin")
         if not origin or self._cors(request):
             return
-        if self.config.cors_origins or _token_from_cookie(request):
+        credential = request_token(request)
+        if self.config.cors_origins or (credential and credential.source == access.COOKIE):
             raise BadRequest(403, "forbidden", f"origin {origin!r} is not allowed "
                              "(HERALD_CORS_ORIGINS)", "Origin")
 
     def _client(self, request: Request, transport: str) -> Client:
-        grant = self._authenticate(request)
-        topics = self._topics(request, grant)
+        credential = request_token(request)
+        grant = self.gate.authenticate(credential.token if credential else None)
+        raw = request.arg("topics")
+        wanted = [t for t in raw.split(",") if t] if raw else [user_topic(grant.user)]
+        topics = access.admit(grant, wanted, self.config.max_topics)
         if self.hub.per_user.get(grant.user, 0) >= self.config.max_connections_per_user:
-            raise BadRequest(429, "too_many_connections",
-                             f"{grant.user!r} already has "
-                             f"{self.config.max_connections_per_user} streams open here",
-                             "token", headers={"Retry-After": "5"})
+            raise Refusal(429, "too_many_connections",
+                          f"{grant.user!r} already has "
+                          f"{self.config.max_connections_per_user} streams open here",
+                          "token", headers={"Retry-After": "5"})
         client = Client(grant.user, grant.token_id, topics, self.config.client_buffer,
                         peer=request.peer, transport=transport)
         client.grant = grant
@@ -242,7 +249,7 @@ class Streamer:
             return
         if client.closed:
             if client.close_reason == TOKEN_EXPIRED:  # expired while joining: no stream
-                reply_and_close(sock, _unauthorized(TOKEN_EXPIRED).answer())
+                reply_and_close(sock, answer(access.unauthorized(TOKEN_EXPIRED, "token")))
             else:
                 sock.close()
             return
@@ -284,44 +291,6 @@ class Streamer:
         hello = sse_comment(f"connected as {client.user} to {','.join(client.topics)}")
         return head + retry + hello
 
-    def _authenticate(self, request: Request) -> Grant:
-        token = request_token(request)
-        if not token:
-            raise _unauthorized("a token is required (?token=, Bearer or cookie)")
-        try:
-            return self.grant_for(token)
-        except TokenError as exc:
-            raise _unauthorized(str(exc)) from None
-
-    def grant_for(self, token: str) -> Grant:
-        """What ``token`` allows; ``TokenError`` when it is invalid, expired or revoked.
-
-        The one check of a token for this process: a stream's handshake and the
-        WebSocket ``auth`` command both go through it.
-        """
-        grant = self.verified.verify(token)  # each distinct token once per process
-        if grant.token_id in self.revoked:
-            raise TokenError("token revoked")
-        return grant
-
-    def _topics(self, request: Request, grant: Grant) -> tuple[str, ...]:
-        raw = request.arg("topics")
-        names = [t for t in raw.split(",") if t] if raw else [user_topic(grant.user)]
-        names = list(dict.fromkeys(names))
-        if len(names) > self.config.max_topics:
-            raise BadRequest(400, "invalid_field",
-                             f"topics: at most {self.config.max_topics} per connection",
-                             "topics")
-        for topic in names:
-            if not valid_topic(topic):
-                raise BadRequest(400, "invalid_field",
-                                 f"topics: {topic[:140]!r} must match {TOPIC_RULE}", "topics")
-            if not grant.allows(topic):
-                raise BadRequest(403, "forbidden",
-                                 f"token of {grant.user!r} does not grant topic {topic!r}",
-                                 "topics")
-        return tuple(names)
-
 
 def _handshake(request: Request) -> WSConnection:
     """The WebSocket connection ``request`` opens, or ``BadRequest`` (426 or 400)."""
@@ -341,20 +310,11 @@ def _handshake(request: Request) -> WSConnection:
     return ws
 
 
-def request_token(request: Request) -> str | None:
+def request_token(request: Request) -> access.Credential | None:
     """The token a request carries: ``?token=``, ``Authorization: Bearer`` or the cookie."""
-    return request.arg("token") or _bearer(request) or request.cookie(TOKEN_COOKIE)
-
-
-def _bearer(request: Request) -> str | None:
-    value = request.headers.get("authorization", "")
-    scheme, _, token = value.partition(" ")
-    return token.strip() or None if scheme.lower() == "bearer" else None
-
-
-def _unauthorized(message: str) -> BadRequest:
-    return BadRequest(401, "unauthorized", message, "token",
-                      headers={"WWW-Authenticate": 'Bearer realm="herald"'})
+    headers = request.headers
+    return access.credential(request.arg("token"), headers.get("authorization"),
+                             headers.get("cookie"))
 
 
 def _ready(transport: str, position: str) -> bytes:
@@ -367,8 +327,3 @@ def _ready(transport: str, position: str) -> bytes:
 
 def _text(key: Key) -> str:
     return f"{key[0]}-{key[1]}"
-
-
-def _token_from_cookie(request: Request) -> bool:
-    return not request.arg("token") and not _bearer(request) and bool(
-        request.cookie(TOKEN_COOKIE))

@@ -9,7 +9,8 @@ refused the same way and never closes the connection.
   as the ``topics`` of the handshake; the reply comes once Redis has confirmed new
   subscriptions, so the client receives every event published after it.
 - ``read`` ``{"ids": [...]}`` or ``{"all": true}``: marks the user's own inbox entries
-  read, and tells the user's other tabs with a ``notification.read`` event, as the API.
+  read, and tells the user's other tabs with a ``notification.read`` event
+  (``herald.reading``, as the API).
 - ``ping``: replies ``pong``.
 - ``auth`` ``{"token": "..."}``: swaps the connection's token without reconnecting. The
   new token is fully checked (signature, expiry, revocation), must be for the same user
@@ -17,6 +18,9 @@ refused the same way and never closes the connection.
   reply carries its ``exp``. From then on its expiry and its revocation govern the
   connection. Refused (``unauthorized``, ``forbidden`` or ``invalid_field``, naming the
   ``token`` field), the old token stays in charge.
+
+Tokens and topics are checked by ``herald.access``, as for a handshake and on the API;
+a refusal is a ``herald.errors.Refusal``, sent as the reply's ``error`` object.
 
 Once the connection's token has expired every command is refused (``unauthorized``)
 and the connection ends as at expiry (``token-expired``, then close code 4001).
@@ -47,19 +51,17 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
 import gevent
 import redis
 
+from herald import access, reading
+from herald.access import Gate
 from herald.config import Config
-from herald.errors import TokenError
-from herald.event import TOPIC_RULE, user_topic, valid_topic
-from herald.ids import valid_id
+from herald.errors import Refusal, invalid
 from herald.logs import Throttled
 from herald.services import Services
-from herald.tokens import Grant
 from streamer.broker import Broker
 from streamer.client import Client
 from streamer.expiry import TOKEN_EXPIRED, expired
@@ -69,19 +71,12 @@ from streamer.websocket import MAX_MESSAGE, error_reply, reply
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
-MAX_READ_IDS = 1000
 MAX_QUEUED = 16  # commands waiting per connection: a page's burst, not a backlog
 MAX_QUEUED_BYTES = MAX_MESSAGE  # their text: a waiting command costs no more than that
 RATE = 20.0  # commands per second per connection, far above what a person clicks
 BURST = 40  # ...after a reconnection a client sends its unanswered requests at once
 REDIS_WARNING_INTERVAL = 10.0  # seconds between two warnings of a failing Redis
 POOL_WAIT = 2.0  # seconds a command waits for a free Redis connection, then `unavailable`
-
-
-class Refused(Exception):
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.field = code, message, field
 
 
 class Backlog:
@@ -128,12 +123,12 @@ class Commands:
     """Carries out WebSocket commands for the clients of one streamer process."""
 
     def __init__(self, config: Config, hub: Hub, broker: Broker, services: Services,
-                 grant_for: Callable[[str], Grant]) -> None:
+                 gate: Gate) -> None:
         self.config = config
         self.hub = hub
         self.broker = broker
         self.services = services
-        self.grant_for = grant_for  # checks a token (``Streamer.grant_for``)
+        self.gate = gate  # checks a token, as a handshake does (``Streamer.gate``)
         self._redis_failed = Throttled(log, REDIS_WARNING_INTERVAL)
 
     def handle(self, client: Client, text: str) -> None:
@@ -144,8 +139,8 @@ class Commands:
         """
         try:
             message = parse(text)
-        except Refused as exc:
-            client.send(error_reply("?", None, exc.code, exc.message, exc.field))
+        except Refusal as exc:
+            client.send(_refused("?", None, exc))
             return
         op, ref = message["op"], message.get("ref")
         if not hasattr(self, f"op_{op}"):
@@ -210,10 +205,10 @@ class Commands:
         op, ref = message["op"], message.get("ref")
         try:
             if self._expired(client):
-                raise Refused("unauthorized", TOKEN_EXPIRED, "token")
+                raise access.unauthorized(TOKEN_EXPIRED, "token")
             getattr(self, f"op_{op}")(client, message, op, ref)
-        except Refused as exc:
-            client.send(error_reply(op, ref, exc.code, exc.message, exc.field))
+        except Refusal as exc:
+            client.send(_refused(op, ref, exc))
         except redis.RedisError as exc:
             self._redis_failed("WebSocket commands: Redis failed (%s: %s); answering "
                                "'unavailable'", type(exc).__name__, exc)
@@ -234,28 +229,17 @@ class Commands:
     def op_auth(self, client: Client, message: dict[str, Any], op: str, ref: Any) -> None:
         token = message.get("token")
         if not isinstance(token, str) or not token:
-            raise Refused("invalid_field", "token must be a subscriber token", "token")
-        try:
-            grant = self.grant_for(token)
-        except TokenError as exc:
-            raise Refused("unauthorized", str(exc), "token") from None
-        if grant.user != client.user:
-            raise Refused("forbidden", f"token is for {grant.user!r}, this connection for "
-                          f"{client.user!r}", "token")
-        for topic in client.topics:
-            if not grant.allows(topic):
-                raise Refused("forbidden", f"token does not grant topic {topic!r}, which "
-                              "this connection follows (unsubscribe first)", "token")
+            raise Refusal(400, "invalid_field", "token must be a subscriber token", "token")
+        grant = access.reauthorize(self.gate.authenticate(token), client.user, client.topics)
         self.hub.reauthorize(client, grant)
         client.send(reply(op, ref, exp=grant.expires_at))
 
     def op_subscribe(self, client: Client, message: dict[str, Any], op: str,
                      ref: Any) -> None:
-        topics = self._topics(client, message)
-        wanted = tuple(dict.fromkeys((*client.topics, *topics)))
-        if len(wanted) > self.config.max_topics:
-            raise Refused("invalid_field", f"at most {self.config.max_topics} topics per "
-                          "connection", "topics")
+        if client.grant is None:
+            raise access.unauthorized(access.NO_TOKEN, "token")
+        wanted = access.admit(client.grant, (*client.topics, *_topics(message)),
+                              self.config.max_topics)
         self.hub.retopic(client, wanted)
         if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
             client.send(reply(op, ref, topics=list(client.topics)))
@@ -265,59 +249,41 @@ class Commands:
 
     def op_unsubscribe(self, client: Client, message: dict[str, Any], op: str,
                        ref: Any) -> None:
-        topics = set(self._topics(client, message, check_grants=False))
+        topics = set(access.valid_topics(_topics(message)))
         self.hub.retopic(client, tuple(t for t in client.topics if t not in topics))
         client.send(reply(op, ref, topics=list(client.topics)))
 
     def op_read(self, client: Client, message: dict[str, Any], op: str, ref: Any) -> None:
-        ids = _read_ids(message)
-        inbox, user = self.services.inbox, client.user
-        marked = inbox.mark_all_read(user) if ids is None else inbox.mark_read(user, ids)
-        unread = inbox.unread(user)
-        if marked:
-            self.services.publisher.publish(
-                user_topic(user), {"ids": ids, "all": ids is None, "unread": unread},
-                "notification.read")
-        client.send(reply(op, ref, marked=marked, unread=unread))
+        ids = reading.selection(message.get("ids"), message.get("all"))
+        done = reading.mark_read(self.services.inbox, self.services.publisher, client.user,
+                                 ids)
+        client.send(reply(op, ref, marked=done.marked, unread=done.unread))
 
-    def _topics(self, client: Client, message: dict[str, Any],
-                check_grants: bool = True) -> tuple[str, ...]:
-        topics = message.get("topics")
-        if not isinstance(topics, list) or not topics or not all(
-                valid_topic(t) for t in topics):
-            raise Refused("invalid_field", f"topics must be a list of topics matching "
-                          f"{TOPIC_RULE}", "topics")
-        if check_grants and client.grant is not None:
-            for topic in topics:
-                if not client.grant.allows(topic):
-                    raise Refused("forbidden", f"token of {client.user!r} does not grant "
-                                  f"topic {topic!r}", "topics")
-        return tuple(topics)
+
+def _topics(message: dict[str, Any]) -> list[Any]:
+    """The ``topics`` a command names: a non-empty list (its items are checked later)."""
+    topics = message.get("topics")
+    if not isinstance(topics, list) or not topics:
+        raise invalid("topics", "must be a non-empty list of topics")
+    return topics
+
+
+def _refused(op: str, ref: Any, refusal: Refusal) -> bytes:
+    """A refusal as a command's reply: ``"ok": false`` and the ``error`` object."""
+    return reply(op, ref, False, error=refusal.error())
 
 
 def parse(text: str) -> dict[str, Any]:
-    """The command in ``text``, or ``Refused``; nothing else escapes, whatever the text."""
+    """The command in ``text``, or ``Refusal``; nothing else escapes, whatever the text."""
     try:
         message = json.loads(text, parse_float=_finite, parse_constant=_no_constant)
     except (ValueError, RecursionError):
         # ValueError covers malformed JSON and integers past Python's digit limit.
-        raise Refused("invalid_json", "a command must be JSON (finite numbers, nested "
+        raise Refusal(400, "invalid_json", "a command must be JSON (finite numbers, nested "
                       "at most a few hundred levels)") from None
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
-        raise Refused("invalid_field", 'a command is {"op": ..., "ref": ...}', "op")
+        raise Refusal(400, "invalid_field", 'a command is {"op": ..., "ref": ...}', "op")
     return message
-
-
-def _read_ids(message: dict[str, Any]) -> list[str] | None:
-    """The ids a ``read`` names, or None for all of them."""
-    ids, everything = message.get("ids"), message.get("all")
-    if everything is True and ids is None:
-        return None
-    if (everything is not None or not isinstance(ids, list) or not ids
-            or len(ids) > MAX_READ_IDS or not all(valid_id(i, "n") for i in ids)):
-        raise Refused("invalid_field", f'give "ids" (1-{MAX_READ_IDS} notification ids) '
-                      'or "all": true', "ids")
-    return ids
 
 
 def _finite(text: str) -> float:

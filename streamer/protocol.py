@@ -15,31 +15,27 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from http import HTTPStatus
-from http.cookies import CookieError, SimpleCookie
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httptools
 
+from herald.errors import Refusal
+
 MAX_QUERY_FIELDS = 32
 HEAD_END = b"\r\n\r\n"
 
 
-class BadRequest(Exception):
-    """A request Herald will not serve; ``status`` is the 4xx/5xx to answer with."""
-
-    def __init__(self, status: int, code: str, message: str, field: str | None = None,
-                 headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.field = field
-        self.headers = headers or {}
+class BadRequest(Refusal):
+    """A ``Refusal`` raised by the streamer's own HTTP handling, with its answer."""
 
     def answer(self) -> bytes:
-        return response(self.status, error_body(self.code, self.message, self.field),
-                        self.headers)
+        return answer(self)
+
+
+def answer(refusal: Refusal) -> bytes:
+    """The complete HTTP answer to a refused request (the API's error shape)."""
+    return response(refusal.status, refusal.body(), refusal.headers)
 
 
 @dataclass
@@ -56,18 +52,6 @@ class Request:
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
         return values[-1] if values else None
-
-    def cookie(self, name: str) -> str | None:
-        raw = self.headers.get("cookie")
-        if not raw:
-            return None
-        jar: SimpleCookie = SimpleCookie()
-        try:
-            jar.load(raw)
-        except CookieError:
-            return None
-        morsel = jar.get(name)
-        return morsel.value if morsel else None
 
 
 class _Head:
@@ -134,8 +118,3 @@ def response(status: int, body: Any, headers: dict[str, str] | None = None) -> b
              "Connection: close"]
     lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + payload
-
-
-def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """The same error shape as the API's."""
-    return {"error": {"code": code, "message": message, "field": field}}

@@ -26,6 +26,7 @@ import redis
 
 from herald import config as herald_config
 from herald import logs, services
+from herald.access import DenySet
 from herald.config import Config
 from herald.errors import ConfigError
 from herald.event import id_key
@@ -69,20 +70,21 @@ class StreamerService:
                              on_control=self._control)
         self.hub = Hub(self.broker.want, self.broker.unwant)
         self.revocations = Revocations(bounded, keys)
-        self.revoked: set[str] = set()
+        self.revoked = DenySet()  # asked by every token check (``herald.access.Gate``)
         self.app = Streamer(config, self.hub, self.broker, self.history, self.revoked)
         decoded = redis.Redis(connection_pool=redis.BlockingConnectionPool.from_url(
             config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=POOL_WAIT,
             decode_responses=True))
         self.app.commands = Commands(config, self.hub, self.broker,
-                                     services.build(config, decoded), self.app.grant_for)
+                                     services.build(config, decoded), self.app.gate)
         self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens)
         self.stopping = False
         self.stopped = gevent.event.Event()
 
     def _verify_tokens(self, requests: list[Request]) -> None:
         """Verify the tokens of requests that arrived together, before handling any."""
-        self.app.verified.prefetch(token for token in map(request_token, requests) if token)
+        self.app.verified.prefetch(
+            found.token for found in map(request_token, requests) if found)
 
     def _dispatch(self, batch: list[tuple[str, bytes]]) -> None:
         self.hub.dispatch(batch)

@@ -12,6 +12,8 @@ from typing import Any
 
 from wsproto.frame_protocol import FrameProtocol
 
+from herald.errors import error_body
+
 _frames = FrameProtocol(client=False, extensions=[])
 
 PING = bytes(_frames.ping(b"heartbeat"))
@@ -37,8 +39,7 @@ def reply(op: str, ref: Any = None, ok: bool = True, **fields: Any) -> bytes:
 def error_reply(op: str, ref: Any, code: str, message: str, field: str | None = None,
                 **extra: Any) -> bytes:
     """A refusal: ``"ok": false`` and the API's ``error`` object (plus ``extra`` fields)."""
-    return reply(op, ref, False, error={"code": code, "message": message, "field": field},
-                 **extra)
+    return reply(op, ref, False, error=error_body(code, message, field), **extra)
 
 
 def close_frame(code: int, reason: str = "") -> bytes:

@@ -263,10 +263,11 @@ def api(api_url: str, api_key: str) -> Iterator[httpx.Client]:
 
 @pytest.fixture
 def mint(config: Config) -> Callable[..., str]:
-    from herald import tokens
+    """Mint tokens as the deployment does (its algorithm: ``herald.access.issue``)."""
+    from herald import access
 
     def make(user: str, topics: tuple[str, ...] = (), ttl: int = 600) -> str:
-        return tokens.mint(config.secret, user, topics, ttl)[0]
+        return access.issue(config, user, topics, ttl)[0]
 
     return make
 

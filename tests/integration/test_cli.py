@@ -10,12 +10,13 @@ import threading
 import time
 from pathlib import Path
 
+import jwt
 import pytest
 
 from herald import tokens
 from herald.stack import free_port
 from tasks.events import publish
-from tests.conftest import CHILD_ENV, ROOT
+from tests.conftest import CHILD_ENV, ROOT, start_streamer
 
 pytestmark = pytest.mark.usefixtures("clean", "worker")
 HERALD = str(Path(sys.executable).with_name("herald"))
@@ -130,6 +131,27 @@ def test_token_command_and_refusals(api_url, streamer, config, api_key):
     assert bad_topic.returncode == 2 and "must match" in bad_topic.stderr
     refused = _run(["send", "Alice", "x"], env)
     assert refused.returncode == 1 and "recipients.0" in refused.stderr
+
+
+def test_token_and_listen_mint_with_the_configured_algorithm(api_url, config):
+    """With HERALD_TOKEN_ALGORITHMS=HS512 the CLI's tokens are HS512 ones, which a
+    streamer of that deployment (accepting HS512 only) takes."""
+    env = {**_env(api_url, ""), "HERALD_TOKEN_ALGORITHMS": "HS512"}
+    process, url = start_streamer(env, name="streamer-hs512")
+    env["HERALD_STREAMER_URL"] = url
+    listener = Listener(["user:alice"], env, raw=True)
+    try:
+        minted = _run(["token", "alice"], env)
+        assert minted.returncode == 0, minted.stderr
+        token = minted.stdout.strip()
+        assert jwt.get_unverified_header(token)["alg"] == "HS512"
+        assert tokens.verify(config.secret, token, ("HS512",)).user == "alice"
+        assert listener.connected.wait(10), "herald listen was refused by the streamer"
+        event_id = publish("user:alice", {"n": 1}, "note")
+        assert listener.wait_line(event_id, 5.0) is not None
+    finally:
+        listener.stop()
+        process.stop()
 
 
 def test_production_mode_refuses_to_start_without_its_settings():

@@ -66,6 +66,18 @@ def test_subscribe_and_unsubscribe_follow_the_grants(streamer, mint):
         assert recv_json(ws)["id"] == mine
 
 
+@pytest.mark.parametrize("topic", ["secret", "Bad Topic"])
+def test_a_topic_is_refused_in_the_same_words_by_a_handshake_and_subscribe(
+        streamer, mint, topic):
+    token = mint("alice")
+    handshake = SSEClient(streamer, {"token": token, "topics": topic})
+    with connect(ws_url(streamer, token=token)) as ws:
+        refused = command(ws, "subscribe", topics=[topic])
+    assert refused["ok"] is False
+    assert refused["error"] == handshake.body["error"]
+    assert refused["error"]["field"] == "topics"
+
+
 def test_malformed_commands_are_refused_without_closing(streamer, mint):
     with connect(ws_url(streamer, token=mint("alice"))) as ws:
         ws.send("not json")

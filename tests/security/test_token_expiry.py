@@ -227,7 +227,7 @@ def test_a_command_after_expiry_is_refused_and_ends_the_connection():
     client.grant = Grant("gus", (), int(time.time()) - 1, "t1")
     hub.add(client)
     client.attach(ours)
-    commands = Commands(None, hub, None, None, grant_for=None)  # type: ignore[arg-type]
+    commands = Commands(None, hub, None, None, gate=None)  # type: ignore[arg-type]
     commands.handle(client, json.dumps({"op": "read", "ref": "r1", "all": True}))
     gevent.wait([client.backlog.worker], timeout=2)  # the connection's command worker
 
