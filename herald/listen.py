@@ -4,8 +4,10 @@ It reconnects after a lost connection (waiting the server's ``retry:`` hint) and
 ``Last-Event-ID`` (the last event's id, or the stream's ``ready`` position) so the
 streamer resumes where it left off. Each connection gets a fresh token from ``token()``:
 when the streamer ends the stream because its token expired (``token-expired``), it
-reconnects at once with a new one and misses nothing. A 4xx answer (bad token,
-topic not granted) is final: it is printed and the command exits with status 1.
+reconnects at once with a new one and misses nothing. A 401 is retried once at once with
+a fresh token (a token minted at the end of a clock second may expire before it
+arrives); a second 401 in a row, or any other 4xx (topic not granted), is final: it is
+printed and the command exits with status 1.
 """
 
 from __future__ import annotations
@@ -29,6 +31,10 @@ class ListenError(Exception):
     """The streamer refused the subscription for good (4xx)."""
 
 
+class Unauthorized(ListenError):
+    """The streamer refused the token (401)."""
+
+
 def format_event(event: Event) -> str:
     """One line: local time, topic, type and the data as JSON."""
     moment = datetime.fromtimestamp(event.ts / 1000).strftime("%H:%M:%S.%f")[:-3]
@@ -45,15 +51,21 @@ def listen(url: str, token: Callable[[], str], topics: list[str], out: TextIO = 
     """
     last_id: str | None = None
     delay = DEFAULT_RETRY
+    refused = False  # the previous connection's token was refused (401)
     while not stop():
-        expired = False
+        again = False  # reconnect at once, with a fresh token
         try:
-            last_id, delay, expired = _stream(url, token(), topics, last_id, delay, out, err,
-                                              raw, stop)
+            last_id, delay, again = _stream(url, token(), topics, last_id, delay, out, err,
+                                            raw, stop)
+            refused = False
+        except Unauthorized:
+            if refused:
+                raise
+            refused = again = True
         except (httpx.HTTPError, SSEError) as exc:
             print(f"herald listen: connection lost ({exc}); retrying in {delay:.1f}s",
                   file=err, flush=True)
-        if not stop() and not expired:
+        if not stop() and not again:
             time.sleep(delay)
 
 
@@ -96,6 +108,8 @@ def _check(response: httpx.Response) -> None:
     if response.status_code == 200:
         return
     body = response.read().decode(errors="replace")
+    if response.status_code == 401:
+        raise Unauthorized(f"{response.status_code}: {body}")
     if 400 <= response.status_code < 500:
         raise ListenError(f"{response.status_code}: {body}")
     raise httpx.HTTPStatusError(f"{response.status_code}: {body}", request=response.request,
