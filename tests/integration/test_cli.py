@@ -84,6 +84,14 @@ def test_send_appears_in_listen_within_a_second(api_url, streamer, api_key):
         listener.stop()
 
 
+def test_listen_gives_up_when_fresh_tokens_are_refused_too(api_url, streamer):
+    """A refused token is retried once with a fresh one; refused again, listen exits 1."""
+    env = {**_env(api_url, streamer), "HERALD_SECRET": "another-deployment-" + "x" * 32}
+    refused = _run(["listen", "user:alice"], env)
+    assert refused.returncode == 1, refused.stderr
+    assert "401" in refused.stderr and "signature" in refused.stderr.lower()
+
+
 def test_listen_outlives_its_tokens(api_url, streamer):
     """The streamer ends a stream at its token's expiry: listen carries on, missing nothing."""
     env = {**_env(api_url, streamer), "HERALD_TOKEN_MAX_TTL": "1"}
