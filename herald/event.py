@@ -58,9 +58,15 @@ def valid_user(user: object) -> bool:
 
 def valid_event_id(event_id: object) -> bool:
     """True when ``event_id`` is a position Redis can hold: ``<ms>-<seq>``, each < 2^64."""
+    return position(event_id) is not None
+
+
+def position(event_id: object) -> tuple[int, int] | None:
+    """The sort key of ``event_id`` (see ``id_key``), or None when it is no position."""
     if not isinstance(event_id, str) or EVENT_ID_RE.fullmatch(event_id) is None:
-        return False
-    return all(part < ID_PART_LIMIT for part in id_key(event_id))
+        return None
+    ms, seq = id_key(event_id)
+    return (ms, seq) if ms < ID_PART_LIMIT and seq < ID_PART_LIMIT else None
 
 
 def id_key(event_id: str) -> tuple[int, int]:

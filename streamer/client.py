@@ -55,7 +55,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_INPUT = 64 * 1024  # bytes an SSE subscriber may send after its request
+MAX_CLIENT_INPUT = 64 * 1024  # bytes a client that sends nothing (SSE) may send anyway
 TOO_SLOW = "too slow"
 EV_READ = 1
 

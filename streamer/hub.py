@@ -73,19 +73,29 @@ class Frames:
     """One event and its frames, each made once per transport and only when some
     client needs it. The event passed ``check_event`` (see ``decode``)."""
 
-    __slots__ = ("_encoded", "envelope", "event_id", "key", "type")
+    __slots__ = ("_first", "_frame", "_others", "envelope", "event_id", "key", "type")
 
     def __init__(self, key: Key, event_id: str, type: str, envelope: bytes) -> None:
         self.key = key
         self.event_id = event_id
         self.type = type
         self.envelope = envelope
-        self._encoded: dict[Transport, bytes] = {}
+        self._first: Transport | None = None  # the transport most events need only
+        self._frame = b""
+        self._others: dict[Transport, bytes] | None = None
 
     def for_transport(self, transport: Transport) -> bytes:
-        frame = self._encoded.get(transport)
+        if transport is self._first:
+            return self._frame
+        if self._first is None:
+            self._first = transport
+            self._frame = transport.encode_event(self.event_id, self.type, self.envelope)
+            return self._frame
+        if self._others is None:
+            self._others = {}
+        frame = self._others.get(transport)
         if frame is None:
-            frame = self._encoded[transport] = transport.encode_event(
+            frame = self._others[transport] = transport.encode_event(
                 self.event_id, self.type, self.envelope)
         return frame
 
@@ -427,12 +437,12 @@ def decode(topic: str, envelope: bytes) -> Frames | None:
         event = Event.from_json(envelope.decode())  # strict UTF-8: a text frame's rule
         if event.topic != topic:
             raise ValueError(f"its topic is {event.topic!r:.140}")
-        check_event(event.id, event.type, envelope)
+        key = check_event(event.id, event.type, envelope)
     except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, UnsafeFrame too
         log.warning("dropped an event on topic %s that cannot be sent (%s): %.200r",
                     topic, exc, envelope)
         return None
-    return Frames(id_key(event.id), event.id, event.type, envelope)
+    return Frames(key, event.id, event.type, envelope)
 
 
 def _write_all(clients: set[Client], payload: bytes) -> None:

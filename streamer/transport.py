@@ -31,7 +31,7 @@ import enum
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, ClassVar
 
-from herald.event import TYPE_RE, valid_event_id
+from herald.event import TYPE_RE, position
 from streamer.history import reset_envelope
 
 if TYPE_CHECKING:
@@ -52,19 +52,21 @@ class Ending(enum.Enum):
     FAILED = "the server failed handling the connection"
 
 
-def check_event(event_id: object, type: object, envelope: bytes) -> None:
-    """Raise ``UnsafeFrame`` unless the event can be framed on every transport.
+def check_event(event_id: object, type: object, envelope: bytes) -> tuple[int, int]:
+    """The event's position; ``UnsafeFrame`` unless it can be framed on every transport.
 
     ``event_id`` must be a position (digits, one dash: no CR, LF or NUL), ``type`` must
     follow ``TYPE_RULE``, and ``envelope`` must be one line (JSON allows raw CR and LF
     between tokens; a wire format that ends lines with them must not receive any).
     """
-    if not valid_event_id(event_id):
+    key = position(event_id)
+    if key is None:
         raise UnsafeFrame(f"id {event_id!r:.80} is not a position (<ms>-<seq>)")
     if not isinstance(type, str) or TYPE_RE.fullmatch(type) is None:
         raise UnsafeFrame(f"type {type!r:.80} does not follow the type rule")
     if b"\n" in envelope or b"\r" in envelope:
         raise UnsafeFrame("the envelope is not one line")
+    return key
 
 
 class Session(ABC):
