@@ -59,11 +59,13 @@ class EventStream(Transport):
     path = "/events"
     heartbeat = comment("heartbeat")
 
-    def __init__(self, retry_ms: int = 3000, named: bool = True,
-                 other: EventStream | None = None) -> None:
+    def __init__(self, retry_ms: int = 3000, named: bool = True, *,
+                 sibling: EventStream | None = None) -> None:
+        """``sibling`` is the variant with the other ``named``, made here if not given:
+        each variant encodes an event once for all its clients."""
         self.retry_ms = retry_ms
         self.named = named
-        self._other = other or EventStream(retry_ms, not named, self)
+        self._other = sibling or EventStream(retry_ms, not named, sibling=self)
 
     @classmethod
     def configured(cls, config: Config) -> EventStream:
