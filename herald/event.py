@@ -1,4 +1,4 @@
-"""The event envelope and its Server-Sent-Events encoding.
+"""The event envelope: its fields, their rules, its JSON.
 
 An event is the JSON object ``{"id", "ts", "topic", "type", "data"}``:
 
@@ -10,9 +10,10 @@ An event is the JSON object ``{"id", "ts", "topic", "type", "data"}``:
   every surface uses, and anything it refuses is no position at all.
 - ``ts`` is the publish time in milliseconds since the epoch (Redis' clock).
 - ``topic`` and ``type`` follow ``TOPIC_RULE`` and ``TYPE_RULE``; neither can hold CR, LF
-  or NUL, so neither can inject an SSE field.
-- ``data`` is any JSON value; it is always sent as one line of JSON, so no payload can
-  start a new SSE field or event.
+  or NUL, so neither can inject a field into a wire format (the streamer checks again
+  what it reads back from Redis: ``streamer.transport.check_event``).
+- ``data`` is any JSON value; ``encode_body`` makes the envelope one line of JSON, so no
+  payload can start a new field or event.
 
 This module imports neither gevent nor Celery: the API, the workers and the streamer all
 use it.
@@ -57,9 +58,15 @@ def valid_user(user: object) -> bool:
 
 def valid_event_id(event_id: object) -> bool:
     """True when ``event_id`` is a position Redis can hold: ``<ms>-<seq>``, each < 2^64."""
+    return position(event_id) is not None
+
+
+def position(event_id: object) -> tuple[int, int] | None:
+    """The sort key of ``event_id`` (see ``id_key``), or None when it is no position."""
     if not isinstance(event_id, str) or EVENT_ID_RE.fullmatch(event_id) is None:
-        return False
-    return all(part < ID_PART_LIMIT for part in id_key(event_id))
+        return None
+    ms, seq = id_key(event_id)
+    return (ms, seq) if ms < ID_PART_LIMIT and seq < ID_PART_LIMIT else None
 
 
 def id_key(event_id: str) -> tuple[int, int]:
@@ -114,16 +121,3 @@ class Event:
         except KeyError as exc:
             raise ValueError(f"envelope lacks {exc}") from exc
 
-
-def sse_frame(event_id: str, type: str, envelope: bytes) -> bytes:
-    """One SSE event: ``id``, ``event`` and the envelope as a single ``data`` line.
-
-    ``envelope`` is JSON produced by ``json.dumps``, which escapes CR and LF, so it is one
-    line; ``event_id`` and ``type`` were validated when the event was published.
-    """
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), type.encode(), envelope)
-
-
-def sse_comment(text: str) -> bytes:
-    """An SSE comment line (heartbeats, the initial flush); clients ignore it."""
-    return b": " + text.replace("\r", " ").replace("\n", " ").encode() + b"\n\n"

@@ -1,10 +1,16 @@
-"""HTTP handlers of the streamer: ``GET /events`` (SSE) and ``GET /healthz``.
+"""HTTP handlers of the streamer: a stream per transport and ``GET /healthz``.
 
-``GET /events?topics=a,b&token=...`` checks, in order: the token (401: missing,
-invalid, expired or revoked), the topics (400 naming the bad one), the grants (403
-naming the topic), all by ``herald.access``, as the API and the WebSocket commands
-check them. Without ``topics`` a client gets its own topic ``user:<id>``. The token may
-also come as ``Authorization: Bearer`` or the ``herald_token`` cookie.
+Every registered transport (``streamer.transports``: ``GET /events`` for SSE, ``GET
+/ws`` for WebSocket) is served by the same handler, which never asks which one it is:
+the transport accepts the request (or refuses it: 426 without a WebSocket handshake,
+400 for a malformed option), then ``?topics=a,b&token=...`` is checked, in order: the
+token (401: missing, invalid, expired or revoked), the topics (400 naming the bad
+one), the grants (403 naming the topic), all by ``herald.access`` as the API and the
+WebSocket commands check them. Without ``topics`` a client gets its own topic
+``user:<id>``. The token may also come as ``Authorization: Bearer`` or the
+``herald_token`` cookie. For a transport browsers do not apply CORS to (WebSocket), a
+browser's ``Origin`` must be allowed (HERALD_CORS_ORIGINS) when origins are configured
+or the token came from a cookie (cross-site WebSocket hijacking).
 
 Only once Redis has confirmed the subscriptions of all its topics are the response
 headers written: a client that has its headers receives every event published after
@@ -16,7 +22,7 @@ A stream lasts as long as its token: at the token's ``exp`` it gets a last
 ``token-expired`` message and is closed (see ``streamer.expiry``); a WebSocket can swap
 in a fresh token before then with the ``auth`` command.
 
-Resuming: with a ``Last-Event-ID`` header (sent by browsers when they reconnect) or a
+Resuming: with a ``Last-Event-ID`` header (sent by EventSource when it reconnects) or a
 ``last_event_id`` parameter (for page reloads; the header wins), the client first gets
 the events of its topics published after that position, from history, then live
 events: no gap and no duplicate, including events published while the replay is sent.
@@ -24,55 +30,42 @@ The replay is planned first (``streamer.history``): when history cannot cover th
 the client gets one ``reset`` event instead, then live events. Otherwise the response
 head goes out and the replay follows in pages as the client reads (``streamer.replay``),
 then ``resumed`` and ``ready``, or, past HERALD_REPLAY_MAX events on a topic or
-HERALD_REPLAY_MAX_BYTES bytes, a ``reset`` where it stopped; a WebSocket client's
-commands wait until it is live.
+HERALD_REPLAY_MAX_BYTES bytes, a ``reset`` where it stopped; a client's commands (over
+a transport that takes them) wait until it is live.
 """
 
 from __future__ import annotations
 
 import _socket
-import json
+import functools
 import logging
 import os
 from typing import Any
 
 import gevent
 import redis
-from wsproto import ConnectionType, WSConnection
-from wsproto.events import AcceptConnection
-from wsproto.events import Request as WsRequest
-from wsproto.utilities import RemoteProtocolError
 
 from herald import access
 from herald.access import DenySet
 from herald.config import Config
 from herald.errors import Refusal
-from herald.event import sse_comment, user_topic
+from herald.event import user_topic
+from streamer import transports
 from streamer.broker import Broker
-from streamer.client import SSE, WS, Client
+from streamer.client import Client
 from streamer.commands import Commands
 from streamer.expiry import TOKEN_EXPIRED
 from streamer.history import History, Key, Plan
 from streamer.hub import Hub
 from streamer.protocol import BadRequest, Request, answer, response
-from streamer.pubsub import PubSubError
-from streamer.replay import Replays, reset_frames
+from streamer.replay import Replays
 from streamer.reply import reply_and_close
 from streamer.tokencache import TokenCache
-from streamer.websocket import reply
+from streamer.transport import Transport
 
 log = logging.getLogger(__name__)
 
 SUBSCRIBE_TIMEOUT = 5.0
-
-SSE_HEAD = (
-    b"HTTP/1.1 200 OK\r\n"
-    b"Content-Type: text/event-stream; charset=utf-8\r\n"
-    b"Cache-Control: no-cache\r\n"
-    b"X-Accel-Buffering: no\r\n"
-    b"Connection: close\r\n"
-    b"\r\n"
-)
 
 
 class Streamer:
@@ -86,9 +79,11 @@ class Streamer:
         self.history = history
         self.replays = Replays(history, config.replay_concurrency)
         self.revoked = revoked if revoked is not None else DenySet()
-        self.routes = {"/events": self.events, "/ws": self.websocket, "/healthz": self.healthz}
-        self.commands: Commands | None = None  # WebSocket commands, set by the service
-        self._ready_cache: dict[str, tuple[Key, bytes]] = {}
+        self.routes = {path: functools.partial(self.stream, transport)
+                       for path, transport in transports.configured(config).items()}
+        self.routes["/healthz"] = self.healthz
+        self.commands: Commands | None = None  # clients' commands, set by the service
+        self._ready_cache: dict[Transport, tuple[Key, bytes]] = {}
         self.verified = TokenCache(config.secret, config.token_algorithms)
         # Every token of this process is checked here: handshakes and ``auth`` commands.
         self.gate = access.Gate(self.verified.verify, self.revoked)
@@ -141,34 +136,24 @@ class Streamer:
                 "dropped_slow": self.hub.dropped}
         reply_and_close(sock, response(200 if healthy else 503, body))
 
-    def events(self, sock: _socket.socket, request: Request) -> None:
-        """``GET /events``: a Server-Sent-Events stream."""
-        client = self._client(request, SSE)
-        client.head = self._handshake(client, self._cors(request))
+    def stream(self, transport: Transport, sock: _socket.socket, request: Request) -> None:
+        """A stream over ``transport`` (see the module's description)."""
+        session = transport.accept(request)
+        if not transport.browser_cors:
+            self._check_origin(request)
+        client = self._client(request, session.transport)
+        client.session = session
+        if transport.commands and self.commands is not None:
+            client.on_text = self.commands.handle
+        client.head = session.head(client, self._cors(request))
         last_id = request.headers.get("last-event-id") or request.arg("last_event_id")
         self._open(sock, client, last_id)
 
-    def websocket(self, sock: _socket.socket, request: Request) -> None:
-        """``GET /ws``: the same stream over a WebSocket, with commands from the client.
-
-        Tokens, grants and resuming (``?last_event_id=``) work as for ``/events``; a
-        browser's ``Origin`` must be allowed (HERALD_CORS_ORIGINS) when origins are
-        configured or the token came from a cookie (cross-site WebSocket hijacking).
-        A request without ``Upgrade: websocket`` gets 426, a broken handshake 400.
-        """
-        ws = _handshake(request)
-        self._check_origin(request)
-        client = self._client(request, WS)
-        client.ws = ws
-        client.on_text = self.commands.handle if self.commands else None
-        client.head = ws.send(AcceptConnection())
-        self._open(sock, client, request.arg("last_event_id"))
-
-    def _ready_now(self, transport: str, latest: Key) -> bytes:
+    def _ready_now(self, transport: Transport, latest: Key) -> bytes:
         """The ``ready`` frame at ``latest``, encoded once per position and transport."""
         cached = self._ready_cache.get(transport)
         if cached is None or cached[0] != latest:
-            cached = self._ready_cache[transport] = (latest, _ready(transport, _text(latest)))
+            cached = self._ready_cache[transport] = (latest, transport.ready(_text(latest)))
         return cached[1]
 
     def _check_origin(self, request: Request) -> None:
@@ -180,7 +165,7 @@ class Streamer:
             raise BadRequest(403, "forbidden", f"origin {origin!r} is not allowed "
                              "(HERALD_CORS_ORIGINS)", "Origin")
 
-    def _client(self, request: Request, transport: str) -> Client:
+    def _client(self, request: Request, transport: Transport) -> Client:
         credential = request_token(request)
         grant = self.gate.authenticate(credential.token if credential else None)
         raw = request.arg("topics")
@@ -241,7 +226,7 @@ class Streamer:
                 # wait until they have been dispatched (to the joining client, which
                 # drops them), so none comes twice.
                 self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
-        except (BadRequest, redis.RedisError, PubSubError, gevent.Timeout) as exc:
+        except (BadRequest, redis.RedisError, ConnectionError, gevent.Timeout) as exc:
             self.hub.remove(client)
             error = exc if isinstance(exc, BadRequest) else BadRequest(
                 503, "unavailable", "history unavailable; retry", headers={"Retry-After": "1"})
@@ -255,14 +240,14 @@ class Streamer:
             return
         if plan is None or last_id is None:
             client.begin_with(client.head)
-            self.hub.activate(client, None, (start, _ready(client.transport, _text(start))))
+            self.hub.activate(client, None, (start, client.transport.ready(_text(start))))
             client.attach(sock, self.config.send_buffer)
         elif plan.reset is not None:
             log.info("client %s of %s resuming from %r: reset (%s)", client.peer,
                      client.user, last_id[:40], plan.reset)
-            reset = reset_frames(plan.position, plan.reset, last_id)
-            client.begin_with(client.head + reset.for_transport(client.transport))
-            self.hub.activate(client, reset.key)
+            reset = client.transport.reset(plan.position, plan.reset, last_id)
+            client.begin_with(client.head + reset)
+            self.hub.activate(client, plan.end)
             client.attach(sock, self.config.send_buffer)
         else:
             self._replay(sock, client, plan, last_id)
@@ -271,58 +256,22 @@ class Streamer:
         """Send the head, then the replay as the client reads it, then go live."""
         client.begin_with(client.head)
         client.drop_held(plan.end)  # replayed: dispatched before the barrier passed
-        if self.commands is not None and client.ws is not None:
+        if self.commands is not None and client.on_text is not None:
             self.commands.hold(client)
         client.attach(sock, self.config.send_buffer)
         complete = self.replays.send(client, plan, last_id)
         if complete is None:
             return
-        marker = (plan.end, _ready(client.transport, plan.position)) if complete else None
+        marker = (plan.end, client.transport.ready(plan.position)) if complete else None
         self.hub.activate(client, plan.end, marker)
-        if self.commands is not None and client.ws is not None:
+        if self.commands is not None and client.on_text is not None:
             self.commands.release(client)
-
-    def _handshake(self, client: Client, cors: dict[str, str]) -> bytes:
-        head = SSE_HEAD
-        if cors:
-            extra = "".join(f"{name}: {value}\r\n" for name, value in cors.items())
-            head = head[:-2] + extra.encode("latin-1") + b"\r\n"
-        retry = b"retry: %d\n" % self.config.retry_ms
-        hello = sse_comment(f"connected as {client.user} to {','.join(client.topics)}")
-        return head + retry + hello
-
-
-def _handshake(request: Request) -> WSConnection:
-    """The WebSocket connection ``request`` opens, or ``BadRequest`` (426 or 400)."""
-    upgrade = request.headers.get("upgrade", "")
-    if "websocket" not in (token.strip().lower() for token in upgrade.split(",")):
-        raise BadRequest(426, "upgrade_required", "GET /ws is a WebSocket endpoint: send "
-                         "a handshake (Upgrade: websocket)", "Upgrade",
-                         headers={"Upgrade": "websocket"})
-    ws = WSConnection(ConnectionType.SERVER)
-    try:
-        ws.receive_data(request.raw)
-        handshake = next(ws.events(), None)
-    except RemoteProtocolError as exc:
-        raise BadRequest(400, "bad_request", f"not a valid WebSocket handshake: {exc}") from None
-    if not isinstance(handshake, WsRequest):
-        raise BadRequest(400, "bad_request", "not a valid WebSocket handshake")
-    return ws
-
 
 def request_token(request: Request) -> access.Credential | None:
     """The token a request carries: ``?token=``, ``Authorization: Bearer`` or the cookie."""
     headers = request.headers
     return access.credential(request.arg("token"), headers.get("authorization"),
                              headers.get("cookie"))
-
-
-def _ready(transport: str, position: str) -> bytes:
-    """The stream's starting position: resume from here if nothing else came."""
-    if transport == WS:
-        return reply("ready", position=position)
-    data = json.dumps({"position": position}, separators=(",", ":")).encode()
-    return b"id: %s\nevent: ready\ndata: %s\n\n" % (position.encode(), data)
 
 
 def _text(key: Key) -> str:

@@ -13,12 +13,14 @@ Guarantees:
   queue cannot be written within ``write_timeout`` seconds;
 - until ``attach`` (while the handshake is written) frames are queued, so a client never
   receives an event ahead of its response headers;
-- a WebSocket client the server closes for a reason of its own (token revoked, server
-  stopping, a message it may not send) gets what was queued for it and then a close
-  frame with a code and the reason, when it is within ``limit``: a client dropped as too
-  slow cannot take more bytes, so its connection is simply shut;
-- nothing the peer sends can leave its socket unwatched: an error while handling its
-  input closes the client (1011 for a WebSocket) and is logged;
+- a client the server ends for a reason of its own (``end``: token revoked, server
+  stopping) gets what was queued for it and then its transport's goodbye for that
+  reason (a WebSocket close frame, an SSE ``retry:`` hint), when it is within ``limit``:
+  a client dropped as too slow cannot take more bytes, so its connection is simply shut;
+- what the peer sends goes to its transport's session (``Session.receive``: WebSocket
+  commands; for SSE, nothing is expected and more than ``MAX_CLIENT_INPUT`` bytes close
+  the client); nothing it sends can leave its socket unwatched: an error while handling
+  its input ends the client (``Ending.FAILED``) and is logged;
 - ``finish`` sends a last message after everything already queued, then closes: nothing
   is sent after it, and the connection is closed gracefully (shut down for writing,
   then lingering), so the peer reads that message rather than a reset;
@@ -42,35 +44,33 @@ from typing import TYPE_CHECKING
 import gevent
 import gevent.event
 from gevent.socket import wait_write
-from wsproto import WSConnection
-from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
-from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
 from herald.tokens import Grant
 from streamer.reply import reply_and_close
-from streamer.websocket import MAX_MESSAGE, close_frame
+from streamer.transport import Ending
 
 if TYPE_CHECKING:
     from streamer.commands import Backlog
+    from streamer.transport import Session, Transport
 
 log = logging.getLogger(__name__)
 
-MAX_CLIENT_INPUT = 64 * 1024  # bytes an SSE subscriber may send after its request
+MAX_CLIENT_INPUT = 64 * 1024  # bytes a client that sends nothing (SSE) may send anyway
 TOO_SLOW = "too slow"
-SSE, WS = "sse", "ws"
 EV_READ = 1
 
 
 class Client:
     """A connected subscriber: its topics, its socket and its backlog."""
 
-    __slots__ = ("_drained", "_message", "_on_close", "_watcher", "_writer", "backlog",
-                 "close_reason", "closed", "ending", "fd", "grant", "head", "input", "limit",
-                 "on_text", "peer", "pending", "pending_bytes", "prelive", "prelive_bytes",
-                 "sock", "token_id", "topics", "transport", "user", "write_timeout", "ws")
+    __slots__ = ("_drained", "_on_close", "_watcher", "_writer", "backlog", "close_reason",
+                 "closed", "ending", "fd", "grant", "head", "input", "limit", "on_text",
+                 "peer", "pending", "pending_bytes", "prelive", "prelive_bytes", "session",
+                 "sock", "token_id", "topics", "transport", "user", "write_timeout")
 
     def __init__(self, user: str, token_id: str, topics: tuple[str, ...], limit: int,
-                 write_timeout: float = 30.0, peer: str = "", transport: str = SSE) -> None:
+                 write_timeout: float = 30.0, peer: str = "", *,
+                 transport: Transport) -> None:
         self.user = user
         self.token_id = token_id
         self.topics = topics
@@ -84,12 +84,11 @@ class Client:
         self.ending = ""  # set by ``finish``: the reason it will close for
         self.input = 0
         self.head = b""  # the response head and first comment, written first
-        self.transport = transport
+        self.transport = transport  # frames everything sent to it
+        self.session: Session | None = None  # reads what it sends (None: nothing expected)
         self.grant: Grant | None = None  # what the client's token allows
-        self.ws: WSConnection | None = None  # the WebSocket protocol state, for input
         self.on_text: Callable[[Client, str], None] | None = None  # a client's command
         self.backlog: Backlog | None = None  # its commands waiting to run
-        self._message: list[str] = []  # a text message arriving in fragments
         # Not None while frames wait: before ``attach`` and while the client is behind.
         self.pending: deque[bytes] | None = deque()
         self.pending_bytes = 0
@@ -224,24 +223,19 @@ class Client:
             return
         self.ending = reason
         if self.pending is None or self.sock is None:
-            self._close(reason, last)
+            self.close(reason, last)
         elif not self.enqueue(last):
             self.close(TOO_SLOW)
 
-    def close(self, reason: str, code: int | None = None) -> None:
-        """Close the connection once; the hub forgets the client via ``on_close``.
+    def end(self, reason: str, ending: Ending) -> None:
+        """Close the connection for ``ending``: first what is queued and the transport's
+        goodbye (see the module's guarantees)."""
+        self.close(reason, self.transport.goodbye(ending, reason))
 
-        With ``code``, a WebSocket client is first sent what is queued for it and a
-        close frame with ``code`` and ``reason`` (see the module's guarantees).
-        """
-        goodbye = None
-        if code is not None and self.ws is not None and self.sock is not None:
-            goodbye = close_frame(code, reason)
-        self._close(reason, goodbye)
-
-    def _close(self, reason: str, goodbye: bytes | None = None) -> None:
-        """Close once; with ``goodbye`` (possibly empty) the close is graceful: what is
-        queued and ``goodbye`` are written, then the socket lingers (``reply_and_close``).
+    def close(self, reason: str, goodbye: bytes | None = None) -> None:
+        """Close once; the hub forgets the client via ``on_close``. With ``goodbye``
+        (possibly empty) the close is graceful: what is queued (within ``limit``) and
+        ``goodbye`` are written, then the socket lingers (``reply_and_close``).
         """
         if self.closed:
             return
@@ -297,7 +291,7 @@ class Client:
             self._read_input()
         except Exception:
             log.exception("client %s of %s: failed to handle its input", self.peer, self.user)
-            self.close("internal error", 1011)
+            self.end("internal error", Ending.FAILED)
 
     def _read_input(self) -> None:
         try:
@@ -310,41 +304,17 @@ class Client:
         if not data:
             self.close("disconnected")
             return
-        if self.ws is not None:
-            self._websocket_input(data)
-            return
+        if self.session is not None:
+            self.session.receive(self, data)
+        else:
+            self.discard_input(data)
+
+    def discard_input(self, data: bytes) -> None:
+        """Input the stream does not expect: counted, and past ``MAX_CLIENT_INPUT``
+        bytes the client is closed."""
         self.input += len(data)
         if self.input > MAX_CLIENT_INPUT:
             self.close("sent too much after its request")
-
-    def _websocket_input(self, data: bytes) -> None:
-        """Answer pings and closes; hand complete text messages to ``on_text``."""
-        ws = self.ws
-        try:
-            ws.receive_data(data)  # type: ignore[union-attr]
-            for event in ws.events():  # type: ignore[union-attr]
-                if self.closed:
-                    return
-                self._websocket_event(event)
-        except (LocalProtocolError, RemoteProtocolError):
-            self.close("WebSocket protocol error", 1002)
-
-    def _websocket_event(self, event: object) -> None:
-        if isinstance(event, Ping):
-            self.send(self.ws.send(event.response()))  # type: ignore[union-attr]
-        elif isinstance(event, CloseConnection):
-            answer = self.ws.send(event.response())  # type: ignore[union-attr]
-            self._close("closed by the client", answer)
-        elif isinstance(event, TextMessage):
-            self._message.append(event.data)
-            if sum(len(part) for part in self._message) > MAX_MESSAGE:
-                self.close("message too big", 1009)
-            elif event.message_finished:
-                text, self._message = "".join(self._message), []
-                if self.on_text is not None:
-                    self.on_text(self, text)
-        elif isinstance(event, BytesMessage):
-            self.close("text messages only", 1003)
 
     def _start_writer(self) -> None:
         if self._writer is None and not self.closed:
@@ -360,7 +330,7 @@ class Client:
                     break
                 self._write_some(self.pending)
             if self.ending and not self.closed:
-                self._close(self.ending, b"")  # all written: close gracefully
+                self.close(self.ending, b"")  # all written: close gracefully
             elif not self.closed:
                 self.pending = None
         except OSError as exc:

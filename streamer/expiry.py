@@ -13,15 +13,14 @@ Guarantees:
   before (a timer that fires early, say after a clock step, is armed again);
 - a connection forgotten (closed) or moved (its token swapped) before its deadline is
   not expired at the old one;
-- the last words (``last_words``) carry no event id: they leave the client's position
-  where its last event or ``ready`` put it, so a reconnection resumes with no gap and no
-  duplicate.
+- the last words (each transport's ``expired``) carry no event id: they leave the
+  client's position where its last event or ``ready`` put it, so a reconnection resumes
+  with no gap and no duplicate.
 """
 
 from __future__ import annotations
 
 import heapq
-import json
 import math
 import time
 from collections.abc import Callable, Hashable
@@ -29,12 +28,8 @@ from typing import Any, Generic, TypeVar
 
 import gevent
 
-from streamer.client import WS
-from streamer.websocket import close_frame, reply
-
 TOKEN_EXPIRED = "token expired"
 EXPIRED_EVENT = "token-expired"  # the SSE event and the WebSocket reply
-CLOSE_CODE = 4001  # WebSocket close code (private range): the token expired
 
 Item = TypeVar("Item", bound=Hashable)
 
@@ -101,15 +96,6 @@ class Deadlines(Generic[Item]):
             self._timer.close()
             self._timer = None
         self._armed_for = None
-
-
-def last_words(transport: str, exp: int) -> bytes:
-    """What a stream sends when its token expires: a message saying so, and for a
-    WebSocket a close frame (4001, "token expired"). No id: the position stays put."""
-    if transport == WS:
-        return reply(EXPIRED_EVENT, exp=exp) + close_frame(CLOSE_CODE, TOKEN_EXPIRED)
-    data = json.dumps({"exp": exp}, separators=(",", ":"))
-    return b"event: %s\ndata: %s\n\n" % (EXPIRED_EVENT.encode(), data.encode())
 
 
 def expired(exp: int, now: float | None = None) -> bool:

@@ -1,20 +1,24 @@
 """The hub: which local clients want which topic, and fan-out to them.
 
-Clients that follow the same set of topics form a group. Each batch of events read from
-Redis is turned, per group, into one payload (the SSE frames of the batch's events for
-that group, in publication order), which is then written to every client of the group.
-SSE and WebSocket clients are in separate groups (their frames differ); each event is
-encoded at most once per transport. A client still in its handshake (waiting for its
+Clients that follow the same set of topics over the same transport form a group. Each
+batch of events read from Redis is turned, per group, into one payload (the frames of
+the batch's events for that group, in publication order), which is then written to
+every client of the group. Each event is encoded at most once per transport (see
+``streamer.transport``), whatever the number of clients and groups; the hub never asks
+which transport a group uses. A client still in its handshake (waiting for its
 subscription or receiving its replay) is *joining*: it collects the frames of its
 topics, with their positions, until ``activate`` hands it those after its replay and
 makes it a member of its group. What it collects is bounded like a live client's queue
 (its ``limit``): a joining client past it is closed as too slow.
 
 Guarantees:
-- each event is encoded into its SSE frame once per process, whatever the number of
-  clients; each client receives its events in publication order, each at most once:
-  an event at or before the last position dispatched on its topic is dropped (as a
-  gap fill after a reconnection overlaps with live events);
+- each client receives its events in publication order, each at most once: an event
+  at or before the last position dispatched on its topic is dropped (as a gap fill
+  after a reconnection overlaps with live events);
+- an envelope read from Redis that is not a well-formed event of its topic, or that
+  no transport may frame (``transport.check_event``: an id or a type with CR, LF or
+  NUL, an envelope of several lines), is dropped and logged, never written, whatever
+  Redis holds;
 - dispatch never waits on a client: it makes one non-blocking write per client per
   batch, and a client the kernel does not take everything from falls back to its own
   bounded buffer (see ``streamer.client``), so a slow client delays no one;
@@ -37,18 +41,16 @@ from collections.abc import Callable, Iterable
 import gevent
 import gevent.event
 
-from herald.event import Event, id_key, sse_comment, sse_frame
+from herald.event import Event, id_key
 from herald.tokens import Grant
-from streamer.client import SSE, TOO_SLOW, Client
-from streamer.expiry import TOKEN_EXPIRED, Deadlines, last_words
+from streamer.client import TOO_SLOW, Client
+from streamer.expiry import TOKEN_EXPIRED, Deadlines
 from streamer.history import Key, Replay, reset_envelope
-from streamer.websocket import PING, text_frame
+from streamer.transport import Ending, Transport, check_event
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT = sse_comment("heartbeat")
-POLICY_VIOLATION = 1008  # WebSocket close code of a revoked token
-
+GroupKey = tuple[Transport, tuple[str, ...]]
 
 HEARTBEAT_SLICE = 500  # writes between yields, so a heartbeat pass never holds events up
 # (and so does ending the streams of many clients whose tokens expire at once)
@@ -59,7 +61,7 @@ class Group:
 
     __slots__ = ("clients", "frames", "key", "last_sent", "topics", "transport")
 
-    def __init__(self, key: tuple[str, tuple[str, ...]]) -> None:
+    def __init__(self, key: GroupKey) -> None:
         self.key = key
         self.transport, self.topics = key
         self.clients: set[Client] = set()
@@ -68,25 +70,37 @@ class Group:
 
 
 class Frames:
-    """One event's encodings, made once each and only when some client needs them."""
+    """One event and its frames, each made once per transport and only when some
+    client needs it. The event passed ``check_event`` (see ``decode``)."""
 
-    __slots__ = ("_ws", "envelope", "key", "sse")
+    __slots__ = ("_first", "_frame", "_others", "envelope", "event_id", "key", "type")
 
-    def __init__(self, key: Key, sse: bytes, envelope: bytes) -> None:
+    def __init__(self, key: Key, event_id: str, type: str, envelope: bytes) -> None:
         self.key = key
-        self.sse = sse
+        self.event_id = event_id
+        self.type = type
         self.envelope = envelope
-        self._ws: bytes | None = None
+        self._first: Transport | None = None  # the transport most events need only
+        self._frame = b""
+        self._others: dict[Transport, bytes] | None = None
 
-    def for_transport(self, transport: str) -> bytes:
-        if transport == SSE:
-            return self.sse
-        if self._ws is None:
-            self._ws = text_frame(self.envelope)
-        return self._ws
+    def for_transport(self, transport: Transport) -> bytes:
+        if transport is self._first:
+            return self._frame
+        if self._first is None:
+            self._first = transport
+            self._frame = transport.encode_event(self.event_id, self.type, self.envelope)
+            return self._frame
+        if self._others is None:
+            self._others = {}
+        frame = self._others.get(transport)
+        if frame is None:
+            frame = self._others[transport] = transport.encode_event(
+                self.event_id, self.type, self.envelope)
+        return frame
 
 
-def _group_key(client: Client) -> tuple[str, tuple[str, ...]]:
+def _group_key(client: Client) -> GroupKey:
     return client.transport, tuple(sorted(client.topics))
 
 
@@ -96,7 +110,7 @@ class Hub:
     def __init__(self, want: Callable[[str], None], unwant: Callable[[str], None]) -> None:
         self._want = want
         self._unwant = unwant
-        self._groups: dict[tuple[str, tuple[str, ...]], Group] = {}
+        self._groups: dict[GroupKey, Group] = {}
         self._by_topic: dict[str, list[Group]] = {}
         self._joining: dict[str, set[Client]] = {}
         self.clients: set[Client] = set()
@@ -317,8 +331,7 @@ class Hub:
         for topic, reason in replay.resets.items():
             log.warning("topic %s: %s; sending reset to its clients", topic, reason)
             envelope = reset_envelope(replay.position, reason, None)
-            frames = Frames(id_key(replay.position),
-                            sse_frame(replay.position, "reset", envelope), envelope)
+            frames = Frames(id_key(replay.position), replay.position, "reset", envelope)
             for group in self._by_topic.get(topic, ()):
                 _write_all(set(group.clients), frames.for_transport(group.transport))
             for client in list(self._joining.get(topic, ())):
@@ -338,7 +351,7 @@ class Hub:
         for group in list(self._groups.values()):
             if group.last_sent > cutoff or not group.clients:
                 continue
-            _write_all(set(group.clients), HEARTBEAT if group.transport == SSE else PING)
+            _write_all(set(group.clients), group.transport.heartbeat)
             group.last_sent = time.monotonic()
             written += len(group.clients)
             if written >= HEARTBEAT_SLICE:
@@ -385,10 +398,11 @@ class Hub:
             gevent.spawn(self._finish_in_slices, ending)
 
     def _finish(self, clients: list[Client]) -> None:
-        words: dict[tuple[str, int], bytes] = {}  # one encoding per transport and exp
+        words: dict[tuple[Transport, int], bytes] = {}  # one encoding per transport and exp
         for client in clients:
-            key = (client.transport, client.grant.expires_at if client.grant else 0)
-            last = words.get(key) or words.setdefault(key, last_words(*key))
+            transport, exp = client.transport, client.grant.expires_at if client.grant else 0
+            last = words.get((transport, exp)) or words.setdefault(
+                (transport, exp), transport.expired(exp))
             try:
                 client.finish(last, TOKEN_EXPIRED)
             except Exception:  # one failure must not spare the others
@@ -402,30 +416,33 @@ class Hub:
             gevent.sleep(0)
 
     def close_tokens(self, token_ids: set[str], reason: str) -> int:
-        """Close every client whose token id is in ``token_ids``; return how many.
-
-        WebSocket clients get a close frame 1008 (policy violation) with ``reason``.
-        """
+        """End every client whose token id is in ``token_ids`` (``Ending.REVOKED``: a
+        WebSocket gets a close frame 1008 with ``reason``); return how many."""
         doomed = [c for c in self.clients if c.token_id in token_ids]
         for client in doomed:
-            client.close(reason, POLICY_VIOLATION)
+            client.end(reason, Ending.REVOKED)
         return len(doomed)
 
-    def close_all(self, reason: str, code: int | None = None) -> None:
-        """Close every client (WebSocket clients with a close frame ``code``, if given)."""
+    def end_all(self, reason: str, ending: Ending) -> None:
+        """End every client for ``ending`` (each gets its transport's goodbye)."""
         for client in tuple(self.clients):
-            client.close(reason, code)
+            client.end(reason, ending)
 
 
 def decode(topic: str, envelope: bytes) -> Frames | None:
-    """The position and encodings of an envelope; None (logged) when malformed."""
+    """The event ``envelope`` holds, read from ``topic``'s channel or history, ready to
+    be framed; None (logged) when it is not an event of ``topic`` that every transport
+    may frame (``check_event``), whatever Redis held."""
     try:
-        event = Event.from_json(envelope)
-        key = id_key(event.id)
-    except (ValueError, AttributeError):
-        log.warning("ignored a malformed event on topic %s: %.200r", topic, envelope)
+        event = Event.from_json(envelope.decode())  # strict UTF-8: a text frame's rule
+        if event.topic != topic:
+            raise ValueError(f"its topic is {event.topic!r:.140}")
+        key = check_event(event.id, event.type, envelope)
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, UnsafeFrame too
+        log.warning("dropped an event on topic %s that cannot be sent (%s): %.200r",
+                    topic, exc, envelope)
         return None
-    return Frames(key, sse_frame(event.id, event.type, envelope), envelope)
+    return Frames(key, event.id, event.type, envelope)
 
 
 def _write_all(clients: set[Client], payload: bytes) -> None:

@@ -28,17 +28,14 @@ this module paces them to one client. Guarantees:
 
 from __future__ import annotations
 
-import json
 import logging
 
 import gevent.lock
 import redis
 
-from herald.event import id_key, sse_frame
-from streamer.client import WS, Client
-from streamer.history import History, Plan, reset_envelope
-from streamer.hub import Frames, decode
-from streamer.websocket import reply
+from streamer.client import Client
+from streamer.history import History, Plan
+from streamer.hub import decode
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +85,7 @@ class Replays:
             client.close("history unavailable mid-replay")
         if client.closed:
             return None
-        client.feed(resumed_frame(client.transport, replayed, last_id))
+        client.feed(client.transport.resumed(replayed, last_id))
         return True
 
     @staticmethod
@@ -96,20 +93,6 @@ class Replays:
         """End a replay part-way with a ``reset``: the events before it were exact."""
         log.info("client %s of %s resuming from %r: reset mid-replay (%s)", client.peer,
                  client.user, last_id[:40], reason)
-        client.feed(reset_frames(plan.position, reason, last_id)
-                    .for_transport(client.transport))
+        client.feed(client.transport.reset(plan.position, reason, last_id))
         return False
 
-
-def reset_frames(position: str, reason: str, last_id: str | None) -> Frames:
-    """The ``reset`` event at ``position`` (see ``history.reset_envelope``)."""
-    envelope = reset_envelope(position, reason, last_id)
-    return Frames(id_key(position), sse_frame(position, "reset", envelope), envelope)
-
-
-def resumed_frame(transport: str, replayed: int, last_id: str) -> bytes:
-    """Tells the client how many events its resume replayed (no id: not a position)."""
-    data = {"replayed": replayed, "from": last_id}
-    if transport == WS:
-        return reply("resumed", **data)
-    return b"event: resumed\ndata: %s\n\n" % json.dumps(data, separators=(",", ":")).encode()

@@ -1,12 +1,12 @@
 """Running the streamer: listen, serve, and stop cleanly on SIGTERM or SIGINT.
 
-On a stop signal the listening socket closes first (no new clients); every SSE client
-is sent a ``retry:`` hint, then the clients are disconnected a few at a time over
-``HERALD_DRAIN_SECONDS`` (a WebSocket client with a close frame 1012), so their
-reconnections (with ``Last-Event-ID``, to a sibling streamer) are spread out; events
-keep flowing to those not yet disconnected. Then the Redis subscription is closed and
-the process exits with status 0. A revoked token's streams are closed at once (a
-WebSocket with a close frame 1008).
+On a stop signal the listening socket closes first (no new clients); then the clients
+are ended a few at a time over ``HERALD_DRAIN_SECONDS``, each with its transport's
+goodbye for a stopping server (an SSE ``retry:`` hint, a WebSocket close frame 1012),
+so their reconnections (with ``Last-Event-ID``, to a sibling streamer) are spread out;
+events keep flowing to those not yet disconnected. Then the Redis subscription is
+closed and the process exits with status 0. A revoked token's streams are closed at
+once (``Ending.REVOKED``: a WebSocket with a close frame 1008).
 """
 
 from __future__ import annotations
@@ -33,14 +33,15 @@ from herald.event import id_key
 from herald.keys import Keys
 from herald.revocation import NOTICE, Revocations
 from streamer.app import Streamer, request_token
-from streamer.broker import Broker
-from streamer.client import SSE, Client
+from streamer.client import Client
 from streamer.commands import POOL_WAIT, Commands
 from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
 from streamer.protocol import Request
 from streamer.pubsub import PubSubError
+from streamer.redis_broker import RedisBroker
+from streamer.transport import Ending
 from streamer.workers import Supervisor
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,6 @@ BACKLOG = 4096
 DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
 REVOCATION_POLL = 3.0  # seconds between rereads of the deny list
 REDIS_CONNECTIONS = 16  # per pool, for history reads and client commands
-SERVICE_RESTART = 1012  # WebSocket close code: the server restarts, reconnect
 STOPPING = "server stopping; reconnect"
 
 
@@ -65,7 +65,7 @@ class StreamerService:
             config.redis_url, max_connections=REDIS_CONNECTIONS, timeout=10))
         self.history = History(bounded, keys, config.history_ttl, config.replay_max,
                                config.replay_max_bytes)
-        self.broker = Broker(config.redis_url, keys, self._dispatch,
+        self.broker = RedisBroker(config.redis_url, keys, self._dispatch,
                              on_resync=self._fill_gaps, on_subscribed=self._subscribed,
                              on_control=self._control)
         self.hub = Hub(self.broker.want, self.broker.unwant)
@@ -156,18 +156,14 @@ class StreamerService:
 
     def _drain(self, clients: list[Client]) -> None:
         try:
-            retry = b"retry: %d\n\n" % self.config.retry_ms
-            for client in clients:
-                if client.transport == SSE:
-                    client.send(retry)
             slices = max(1, min(len(clients), DRAIN_SLICES))
             size = max(1, -(-len(clients) // slices))
             for start in range(0, len(clients), size):
                 for client in clients[start:start + size]:
-                    client.close(STOPPING, SERVICE_RESTART)
+                    client.end(STOPPING, Ending.STOPPING)
                 if start + size < len(clients):
                     gevent.sleep(self.config.drain_seconds / slices)
-            self.hub.close_all(STOPPING, SERVICE_RESTART)
+            self.hub.end_all(STOPPING, Ending.STOPPING)
         finally:
             self.broker.stop()
             self.stopped.set()

@@ -128,6 +128,25 @@ def test_a_notification_sent_through_the_api_shows_within_2s(stack, browser, tra
 
 
 @pytest.mark.parametrize("transport", ["sse", "ws"])
+def test_an_event_of_any_type_published_through_the_api_reaches_the_page(stack, browser,
+                                                                        transport):
+    """``chat.message`` is no type the client knows of: EventSource delivers it all the
+    same (the client asks for unnamed events), as the WebSocket does."""
+    user = f"chat-{transport}"
+    page = browser()
+    open_page(page, stack, user, transport)
+    answer = httpx.post(f"{stack['api']}/api/events",
+                        json={"topic": f"user:{user}", "type": "chat.message",
+                              "data": {"text": "hi"}},
+                        headers={"Authorization": f"Bearer {stack['key']}"})
+    assert answer.status_code == 202, answer.text
+    wait(page, 5).until(lambda d: logged(d, "chat.message") == 1)
+    detail = page.find_element(By.CSS_SELECTOR, "#log li[data-type='chat.message'] .detail")
+    assert detail.text == f"user:{user} {answer.json()['id']}"
+    shot(page, f"chat-message-{transport}")
+
+
+@pytest.mark.parametrize("transport", ["sse", "ws"])
 def test_bob_sees_none_of_alices_events(stack, browser, transport):
     alice, bob = browser(), browser()
     open_page(alice, stack, "alice", transport)

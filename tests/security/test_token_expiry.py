@@ -23,9 +23,11 @@ from websockets.sync.client import ClientConnection, connect
 
 from herald import tokens
 from herald.tokens import Grant
-from streamer.client import WS, Client
+from streamer.client import Client
 from streamer.commands import Commands
 from streamer.hub import Hub
+from streamer.sse import EventStream
+from streamer.websocket import WebSocket
 from tasks.events import publish
 from tests.sse import SSEClient
 
@@ -223,7 +225,7 @@ def test_a_command_after_expiry_is_refused_and_ends_the_connection():
         theirs = socket.create_connection(server.getsockname())
         ours, _ = server.accept()
     ours.setblocking(False)
-    client = Client("gus", "t1", ("user:gus",), 65536, transport=WS)
+    client = Client("gus", "t1", ("user:gus",), 65536, transport=WebSocket())
     client.grant = Grant("gus", (), int(time.time()) - 1, "t1")
     hub.add(client)
     client.attach(ours)
@@ -250,13 +252,14 @@ def test_a_crowd_sharing_one_token_all_get_token_expired_and_eof():
     """More clients than one slice (the hub ends them a few hundred at a time)."""
     hub = Hub(lambda topic: None, lambda topic: None)
     grant = Grant("hal", (), int(time.time()) + 600, "shared")
+    sse = EventStream()
     peers, clients = [], []
     with socket.create_server(("127.0.0.1", 0), backlog=1024) as server:
         for _ in range(1200):
             peers.append(socket.create_connection(server.getsockname()))
             ours, _ = server.accept()
             ours.setblocking(False)
-            client = Client("hal", "shared", ("user:hal",), 65536)
+            client = Client("hal", "shared", ("user:hal",), 65536, transport=sse)
             client.grant = grant
             hub.add(client)
             client.attach(ours)

@@ -1,4 +1,4 @@
-"""The event envelope and its SSE encoding (pure functions)."""
+"""The event envelope (pure functions); its framing is in test_transport_contract."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ from herald.event import (
     Event,
     encode_body,
     id_key,
-    sse_comment,
-    sse_frame,
     valid_event_id,
     valid_topic,
 )
@@ -46,17 +44,14 @@ def test_encode_body_names_the_bad_field(topic, type, data, field):
     assert caught.value.field == field
 
 
-def test_envelope_round_trip_and_frame_is_one_event():
+def test_envelope_round_trip_is_one_line():
     rest = encode_body("user:alice", "note", {"text": "a\n\ndata: x\r\nevent: y"})
     envelope = '{"id":"5-7","ts":5,' + rest
+    assert "\n" not in envelope and "\r" not in envelope
     event = Event.from_json(envelope)
     assert event == Event("5-7", 5, "user:alice", "note",
                           {"text": "a\n\ndata: x\r\nevent: y"})
-    frame = sse_frame(event.id, event.type, envelope.encode())
-    assert frame.endswith(b"\n\n") and frame.count(b"\n\n") == 1
-    lines = frame.decode().split("\n")
-    assert lines[:2] == ["id: 5-7", "event: note"]
-    assert json.loads(lines[2].removeprefix("data: ")) == json.loads(envelope)
+    assert json.loads(envelope)["data"] == event.data
 
 
 def test_ids_compare_numerically():
@@ -73,10 +68,6 @@ def test_ids_compare_numerically():
 ])
 def test_event_ids_are_positions_redis_can_hold(event_id, valid):
     assert valid_event_id(event_id) is valid
-
-
-def test_comment_cannot_break_lines():
-    assert sse_comment("a\nb\rc") == b": a b c\n\n"
 
 
 def test_malformed_envelopes_are_rejected():

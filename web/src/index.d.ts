@@ -75,10 +75,12 @@ export interface StreamOptions {
 }
 
 export interface EventStreamOptions extends StreamOptions {
-  /** EventSource constructor (default `globalThis.EventSource`). */
+  /**
+   * EventSource constructor (default `globalThis.EventSource`). The stream asks for
+   * unnamed events (`named=0`): every event, whatever its type, arrives as a `message`
+   * and its type is read from the envelope.
+   */
   EventSourceImpl?: new (url: string) => EventSource;
-  /** SSE event types listened to (named events reach only their own listeners). */
-  types?: readonly string[];
 }
 
 export interface WebSocketStreamOptions extends StreamOptions {
@@ -126,7 +128,6 @@ export interface HeraldWebSocket {
   close(): void;
 }
 
-export const DEFAULT_TYPES: readonly string[];
 export const DEFAULT_BACKOFF: Readonly<Required<Omit<BackoffOptions, "random">>>;
 export const REQUEST_TIMEOUT: number;
 /** A token is renewed min(`max` ms, `fraction` of its lifetime) before it expires. */
@@ -142,7 +143,13 @@ export function webSocketStream(url: string, options?: WebSocketStreamOptions): 
 export function buildUrl(
   base: string,
   path: string,
-  options?: { topics?: string[]; token?: string; lastEventId?: string | null },
+  options?: {
+    topics?: string[];
+    /** false adds `named=0`: SSE events without an `event:` line. */
+    named?: boolean;
+    token?: string;
+    lastEventId?: string | null;
+  },
 ): string;
 export function toWebSocketUrl(url: string): string;
 export function storageKey(url: string, topics?: string[]): string;

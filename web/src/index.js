@@ -18,20 +18,6 @@
 
 import { BehaviorSubject, Observable, Subject, share } from "rxjs";
 
-/** SSE named events only reach listeners added for their type: these are listened to. */
-export const DEFAULT_TYPES = Object.freeze([
-  "notification",
-  "notification.read",
-  "job.queued",
-  "job.started",
-  "job.progress",
-  "job.succeeded",
-  "job.failed",
-  "job.retrying",
-  "reset",
-  "message",
-]);
-
 /** 0.5 s, doubling, at most 30 s, ±20 % jitter. */
 export const DEFAULT_BACKOFF = Object.freeze({
   initial: 500,
@@ -70,13 +56,15 @@ function topicList(topics) {
 }
 
 /**
- * `${base}${path}?topics=a,b&token=...&last_event_id=...`: `topics` is left out when
- * empty, and so are `token` and `last_event_id` when not given.
+ * `${base}${path}?topics=a,b&named=0&token=...&last_event_id=...`: `topics` is left out
+ * when empty, `named=0` is added only when `named` is false, and `token` and
+ * `last_event_id` are left out when not given.
  */
-export function buildUrl(base, path, { topics = [], token, lastEventId } = {}) {
+export function buildUrl(base, path, { topics = [], named, token, lastEventId } = {}) {
   const params = [];
   const names = topicList(topics);
   if (names.length) params.push(`topics=${names.map(encodeURIComponent).join(",")}`);
+  if (named === false) params.push("named=0");
   if (token) params.push(`token=${encodeURIComponent(token)}`);
   if (lastEventId) params.push(`last_event_id=${encodeURIComponent(lastEventId)}`);
   const target = trimBase(base) + path;
@@ -433,6 +421,12 @@ class Reconnector {
 /**
  * Herald events from `${url}/events` over EventSource, as an Observable with a `state$`.
  *
+ * EventSource hands a named SSE event (`event: type`) only to listeners added for that
+ * name, so the stream asks the server for unnamed events (`named=0`): every event, of
+ * any type, arrives as a `message`, and its type is read from its envelope. The
+ * server's own messages (`ready`, `resumed`, `token-expired`) stay named, so a
+ * published event can never pass for one of them.
+ *
  * Subscribing connects (one EventSource shared by every subscriber); unsubscribing the
  * last subscriber closes it and cancels any pending reconnection. With a token
  * function, the EventSource is replaced by one with a fresh token (resuming from the
@@ -448,12 +442,9 @@ export function eventStream(url, options = {}) {
     storage = defaultStorage(),
     EventSourceImpl = globalThis.EventSource,
     backoff,
-    types = DEFAULT_TYPES,
   } = options;
   const names = topicList(topics);
   const kept = memory(storage, storageKey(url, names));
-  const listened = [...new Set(["message", ...types])].filter(
-    (t) => t !== "resumed" && t !== "ready" && t !== TOKEN_EXPIRED);
   const state$ = new BehaviorSubject({ status: "closed" });
   const tokens = new Tokens(token);
   let lastId = lastEventId || null;
@@ -504,8 +495,9 @@ export function eventStream(url, options = {}) {
     };
 
     const listen = (current, { opened, failed, live }) => {
-      const source = new EventSourceImpl(
-        buildUrl(url, "/events", { topics: names, token: current, lastEventId: lastId }));
+      const source = new EventSourceImpl(buildUrl(url, "/events", {
+        topics: names, named: false, token: current, lastEventId: lastId,
+      }));
       const onOpen = () => {
         if (!live()) return;
         opened();
@@ -532,15 +524,14 @@ export function eventStream(url, options = {}) {
         if (live()) expired();
       };
       const onError = (event) => {
-        // a Herald event named "error" would arrive here as a MessageEvent: not a failure
+        // a server message named "error" would arrive here as a MessageEvent: no failure
         if (typeof event?.data === "string") return;
         // CLOSED (not CONNECTING): the server answered other than 200, maybe a 401
         if (source.readyState === 2) tokens.markStale();
         failed();
       };
-      const handlers = [["open", onOpen], ["error", onError], ["resumed", onResumed],
-        ["ready", onReady], [TOKEN_EXPIRED, onExpired],
-        ...listened.map((type) => [type, onEvent])];
+      const handlers = [["open", onOpen], ["error", onError], ["message", onEvent],
+        ["resumed", onResumed], ["ready", onReady], [TOKEN_EXPIRED, onExpired]];
       for (const [type, handler] of handlers) source.addEventListener(type, handler);
       return () => {
         for (const [type, handler] of handlers) source.removeEventListener?.(type, handler);

@@ -21,13 +21,13 @@ test("connects to /events with topics and token, no last_event_id at first", () 
   const { EventSourceImpl, events } = open({ topics: ["user:alice", "broadcast"] });
   assert.equal(EventSourceImpl.instances.length, 1);
   assert.equal(EventSourceImpl.last.url,
-    `${URL}/events?topics=user%3Aalice,broadcast&token=tok`);
+    `${URL}/events?topics=user%3Aalice,broadcast&named=0&token=tok`);
   events.subscription.unsubscribe();
 });
 
 test("leaves topics out when there are none", () => {
   const { EventSourceImpl, events } = open({ topics: [] });
-  assert.equal(EventSourceImpl.last.url, `${URL}/events?token=tok`);
+  assert.equal(EventSourceImpl.last.url, `${URL}/events?named=0&token=tok`);
   events.subscription.unsubscribe();
 });
 
@@ -38,18 +38,15 @@ test("does not connect before a subscription", () => {
   assert.deepEqual(stream.state$.value, { status: "closed" });
 });
 
-test("listens to every named type and emits parsed envelopes", () => {
+test("every event reaches the stream, whatever its type (chat.message too)", () => {
   const { EventSourceImpl, events } = open();
   const source = EventSourceImpl.last;
-  for (const type of ["message", "notification", "notification.read", "job.queued",
-    "job.started", "job.progress", "job.succeeded", "job.failed", "job.retrying", "reset",
-    "resumed"]) {
-    assert.ok(source.listening(type), type);
-  }
   source.open();
   source.event("1-0", "notification", { id: "n_1", title: "Hi", body: "there" });
   source.event("2-0", "job.progress", { job_id: "j_1", done: 3, total: 10 });
   source.event("3-0", "message", { hello: "world" }, "broadcast");
+  source.event("4-0", "chat.message", { text: "yo" }, "room:42");
+  source.event("5-0", "Anything_else:v2", 7);
   assert.deepEqual(events.values, [
     { id: "1-0", ts: 1700000000000, topic: "user:alice", type: "notification",
       data: { id: "n_1", title: "Hi", body: "there" } },
@@ -57,19 +54,27 @@ test("listens to every named type and emits parsed envelopes", () => {
       data: { job_id: "j_1", done: 3, total: 10 } },
     { id: "3-0", ts: 1700000000000, topic: "broadcast", type: "message",
       data: { hello: "world" } },
+    { id: "4-0", ts: 1700000000000, topic: "room:42", type: "chat.message",
+      data: { text: "yo" } },
+    { id: "5-0", ts: 1700000000000, topic: "user:alice", type: "Anything_else:v2", data: 7 },
   ]);
   events.subscription.unsubscribe();
 });
 
-test("custom types are listened to as well", () => {
-  const { EventSourceImpl, events } = open({ types: ["chat.line"] });
+test("events are asked for unnamed: the type is read from the envelope", () => {
+  const { EventSourceImpl, events } = open();
   const source = EventSourceImpl.last;
-  assert.ok(source.listening("chat.line"));
+  assert.match(source.url, /[?&]named=0(&|$)/);
   assert.ok(source.listening("message"));
-  assert.ok(!source.listening("notification"));
   source.open();
-  source.event("5-0", "chat.line", { text: "yo" });
-  assert.equal(events.values[0].type, "chat.line");
+  // Published events whose types are the names of the server's own messages are
+  // events like any other: they neither end the stream nor move its position.
+  source.event("6-0", "token-expired", { exp: 1 });
+  source.event("7-0", "resumed", { replayed: 99 });
+  source.event("8-0", "ready", { position: "999-0" });
+  assert.deepEqual(events.values.map((e) => [e.id, e.type]),
+    [["6-0", "token-expired"], ["7-0", "resumed"], ["8-0", "ready"]]);
+  assert.equal(source.closed, false, "still open: no token-expired from a published event");
   events.subscription.unsubscribe();
 });
 
@@ -98,7 +103,7 @@ test("stores the last id and resumes with it after an error", (t) => {
   t.mock.timers.tick(500);
   assert.equal(EventSourceImpl.instances.length, 2);
   assert.equal(EventSourceImpl.last.url,
-    `${URL}/events?topics=user%3Aalice&token=tok&last_event_id=1700000000001-4`);
+    `${URL}/events?topics=user%3Aalice&named=0&token=tok&last_event_id=1700000000001-4`);
   events.subscription.unsubscribe();
 });
 
@@ -111,7 +116,7 @@ test("a reload (a new stream on the same storage) resumes from the stored id", (
 
   const after = open({ storage });
   assert.equal(after.EventSourceImpl.last.url,
-    `${URL}/events?topics=user%3Aalice&token=tok&last_event_id=42-7`);
+    `${URL}/events?topics=user%3Aalice&named=0&token=tok&last_event_id=42-7`);
   after.events.subscription.unsubscribe();
 
   const otherTopics = open({ storage, topics: ["broadcast"] });
@@ -242,10 +247,8 @@ test("state$: a reset is reported, emitted, and its id kept as the position", (t
   const { EventSourceImpl, events, states } = open({ lastEventId: "1-0" });
   const source = EventSourceImpl.last;
   source.open();
-  source.emit("reset", {
-    id: "900-0", ts: 1, topic: null, type: "reset",
-    data: { reason: "history of user:alice no longer reaches back", last_event_id: "1-0" },
-  }, "900-0");
+  source.event("900-0", "reset",
+    { reason: "history of user:alice no longer reaches back", last_event_id: "1-0" }, null);
   assert.deepEqual(states.values.at(-1),
     { status: "open", reset: "history of user:alice no longer reaches back" });
   assert.equal(events.values[0].type, "reset");

@@ -71,9 +71,14 @@ export function fakeEventSource() {
       });
     }
 
-    /** A Herald event, sent as the server does. */
+    /**
+     * A Herald event, sent as the server does: named by its type (`event: type`),
+     * unless the URL asked for unnamed events (`named=0`), which EventSource delivers
+     * as `message`. Either way only the listeners of that name receive it.
+     */
     event(id, type, data, topic = "user:alice") {
-      this.emit(type, { id, ts: 1700000000000, topic, type, data }, id);
+      const name = new URL(this.url).searchParams.get("named") === "0" ? "message" : type;
+      this.emit(name, { id, ts: 1700000000000, topic, type, data }, id);
     }
   }
   return FakeEventSource;
