@@ -7,6 +7,10 @@ reconnections (with ``Last-Event-ID``, to a sibling streamer) are spread out; ev
 keep flowing to those not yet disconnected. Then the Redis subscription is closed and
 the process exits with status 0. A revoked token's streams are closed at once (a
 WebSocket with a close frame 1008).
+
+``main`` is the streamer's entry point and the one place it reads its configuration
+(``herald.config.load``; a bad setting exits with one line naming it); every component
+gets its settings from the ``Config`` passed to ``StreamerService``.
 """
 
 from __future__ import annotations
@@ -24,9 +28,8 @@ import gevent
 import gevent.event
 import redis
 
-from herald import config as herald_config
 from herald import logs, services
-from herald.config import Config
+from herald.config import Config, load
 from herald.errors import ConfigError
 from herald.event import id_key
 from herald.keys import Keys
@@ -216,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then exit 0."""
     args = parse_args(argv)
     try:
-        config = herald_config.get()
+        config = load()
     except ConfigError as exc:
         sys.exit(f"herald streamer: configuration error: {exc}")
     logs.setup(config.log_level)

@@ -1,5 +1,6 @@
-"""Celery tasks and the publishing side of Herald.
+"""Celery tasks: notification delivery, jobs and their lifecycle events.
 
-``tasks.events.publish`` is the one function any process calls to fan out an event.
-``tasks.app`` holds the Celery application; importing this package does not create it.
+``tasks.factory.make_celery(config)`` builds a Celery app from a ``Config``;
+``tasks.app`` is the entry point of ``celery -A tasks.app``. Importing this package
+creates no app and reads no configuration.
 """

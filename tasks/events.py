@@ -1,17 +1,20 @@
-"""``publish``: the one function any process calls to fan out an event.
+"""``publish`` for scripts and tests, and ``publish_event``, the same as a Celery task.
 
-It uses the process-wide ``herald.publisher.Publisher`` built from the environment's
-configuration; see that module for the delivery guarantee. ``publish_event`` is the
-same as a Celery task: when Redis is briefly unreachable it retries with backoff, under
-one idempotency key (its task id), so the event lands in history once.
+Code that has ``Services`` publishes with ``services.publisher.publish`` (the API, the
+tasks, the CLI); see ``herald.publisher`` for the delivery guarantee. ``publish`` is for
+code that has none (a script, a test): it uses the services of ``tasks.app.app``, the
+Celery entry point configured from the environment. ``publish_event`` retries with
+backoff while Redis is briefly unreachable, under one idempotency key (its task id), so
+the event lands in history once.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from herald import services
-from tasks.app import RETRY_ON_REDIS, app
+from celery import Task, shared_task
+
+from tasks.factory import RETRY_ON_REDIS, services_of
 
 
 def publish(topic: str, data: Any, type: str = "message", key: str | None = None) -> str:
@@ -21,10 +24,12 @@ def publish(topic: str, data: Any, type: str = "message", key: str | None = None
     ``herald.errors.InvalidEvent`` naming the bad field before anything is sent, and
     ``redis.RedisError`` when Redis cannot be reached.
     """
-    return services.default().publisher.publish(topic, data, type, key)
+    from tasks.app import app  # the entry point: configured from the environment
+
+    return app.services.publisher.publish(topic, data, type, key)
 
 
-@app.task(bind=True, name="herald.publish_event", **RETRY_ON_REDIS)
-def publish_event(self: Any, topic: str, data: Any, type: str = "message") -> str:
+@shared_task(bind=True, name="herald.publish_event", **RETRY_ON_REDIS)
+def publish_event(self: Task, topic: str, data: Any, type: str = "message") -> str:
     """Publish from a worker, retrying until Redis takes it; once, whatever the retries."""
-    return publish(topic, data, type, key=f"task:{self.request.id}")
+    return services_of(self).publisher.publish(topic, data, type, key=f"task:{self.request.id}")

@@ -89,7 +89,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def config() -> Config:
-    return herald_config.get()
+    return herald_config.load()
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +101,7 @@ def keys(config: Config) -> Keys:
 def services(config: Config) -> Services:
     from herald import services as herald_services
 
-    return herald_services.default()
+    return herald_services.build(config)
 
 
 @pytest.fixture(scope="session")
