@@ -320,6 +320,32 @@ class Config(BaseSettings):
         "HERALD_DRAIN_SECONDS", 3.0,
         "On SIGTERM the streamer closes its clients spread over this many seconds, so "
         "their reconnections do not all land at once.", ge=0, le=300)
+    streamer_head_timeout: float = _var(
+        "HERALD_STREAMER_HEAD_TIMEOUT", 5.0,
+        "Seconds a client has to send its request head to the streamer; slower "
+        "connections are closed without an answer.", ge=0.1, le=300)
+    write_timeout: float = _var(
+        "HERALD_WRITE_TIMEOUT", 30.0,
+        "Seconds a stream's socket may refuse every byte (the client stopped reading) "
+        "before the client is disconnected.", ge=0.1, le=3600)
+    subscribe_timeout: float = _var(
+        "HERALD_SUBSCRIBE_TIMEOUT", 5.0,
+        "Seconds a new stream (or a WebSocket `subscribe`) waits for Redis to confirm "
+        "its subscriptions; then it is refused as unavailable (503, retry).",
+        ge=0.1, le=300)
+    pubsub_keepalive: float = _var(
+        "HERALD_PUBSUB_KEEPALIVE", 15.0,
+        "Seconds between PINGs on a streamer's otherwise idle Redis subscription.",
+        ge=0.1, le=300)
+    pubsub_silence: float = _var(
+        "HERALD_PUBSUB_SILENCE", 45.0,
+        "Seconds without a byte from Redis after which a streamer treats its subscription "
+        "as lost and reconnects; must exceed `HERALD_PUBSUB_KEEPALIVE`.", ge=0.2, le=3600)
+    revocation_poll: float = _var(
+        "HERALD_REVOCATION_POLL", 3.0,
+        "Seconds between a streamer's rereads of the revoked tokens: the longest a "
+        "revoked token's stream stays open when the revocation notice was lost.",
+        ge=0.1, le=3600)
     history_maxlen: int = _var(
         "HERALD_HISTORY_MAXLEN", 1000,
         "Events kept per topic in the replayable history (approximate).", ge=1, le=10_000_000)
@@ -377,6 +403,11 @@ class Config(BaseSettings):
                 f"HERALD_VISIBILITY_TIMEOUT={self.visibility_timeout} must exceed "
                 f"HERALD_TASK_TIME_LIMIT={self.task_time_limit}, or running tasks are "
                 "delivered twice")
+        if self.pubsub_silence <= self.pubsub_keepalive:
+            problems.append(
+                f"HERALD_PUBSUB_SILENCE={self.pubsub_silence:g} must exceed "
+                f"HERALD_PUBSUB_KEEPALIVE={self.pubsub_keepalive:g}, or an idle healthy "
+                "subscription is taken for lost")
         if problems:
             raise ValueError("; ".join(problems))
         return self

@@ -68,7 +68,6 @@ from streamer.websocket import MAX_MESSAGE, error_reply, reply
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT = 5.0
 MAX_READ_IDS = 1000
 MAX_QUEUED = 16  # commands waiting per connection: a page's burst, not a backlog
 MAX_QUEUED_BYTES = MAX_MESSAGE  # their text: a waiting command costs no more than that
@@ -257,7 +256,7 @@ class Commands:
             raise Refused("invalid_field", f"at most {self.config.max_topics} topics per "
                           "connection", "topics")
         self.hub.retopic(client, wanted)
-        if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
+        if self.broker.wait_ready(client.topics, self.config.subscribe_timeout):
             client.send(reply(op, ref, topics=list(client.topics)))
         else:
             client.send(error_reply(op, ref, "unavailable", "not subscribed to Redis yet; "

@@ -6,7 +6,8 @@ is sent a ``retry:`` hint, then the clients are disconnected a few at a time ove
 reconnections (with ``Last-Event-ID``, to a sibling streamer) are spread out; events
 keep flowing to those not yet disconnected. Then the Redis subscription is closed and
 the process exits with status 0. A revoked token's streams are closed at once (a
-WebSocket with a close frame 1008).
+WebSocket with a close frame 1008), or within ``HERALD_REVOCATION_POLL`` seconds when
+the notice was lost.
 
 ``main`` is the streamer's entry point and the one place it reads its configuration
 (``herald.config.load``; a bad setting exits with one line naming it); every component
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 4096
 DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
-REVOCATION_POLL = 3.0  # seconds between rereads of the deny list
 REDIS_CONNECTIONS = 16  # per pool, for history reads and client commands
 SERVICE_RESTART = 1012  # WebSocket close code: the server restarts, reconnect
 STOPPING = "server stopping; reconnect"
@@ -68,6 +68,7 @@ class StreamerService:
         self.history = History(bounded, keys, config.history_ttl, config.replay_max,
                                config.replay_max_bytes)
         self.broker = Broker(config.redis_url, keys, self._dispatch,
+                             keepalive=config.pubsub_keepalive, silence=config.pubsub_silence,
                              on_resync=self._fill_gaps, on_subscribed=self._subscribed,
                              on_control=self._control)
         self.hub = Hub(self.broker.want, self.broker.unwant)
@@ -79,7 +80,8 @@ class StreamerService:
             decode_responses=True))
         self.app.commands = Commands(config, self.hub, self.broker,
                                      services.build(config, decoded), self.app.grant_for)
-        self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens)
+        self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens,
+                                 head_timeout=config.streamer_head_timeout)
         self.stopping = False
         self.stopped = gevent.event.Event()
 
@@ -113,11 +115,12 @@ class StreamerService:
             try:
                 current = self.revocations.current()
             except redis.RedisError:
-                log.warning("cannot read revoked tokens; retrying in %.0fs", REVOCATION_POLL)
+                log.warning("cannot read revoked tokens; retrying in %gs",
+                            self.config.revocation_poll)
             else:
                 self._revoke(current)
                 self.revoked &= current  # forget entries that expired
-            gevent.sleep(REVOCATION_POLL)
+            gevent.sleep(self.config.revocation_poll)
 
     def _subscribed(self, topics: list[str]) -> None:
         gevent.spawn(self._record_starts, topics)

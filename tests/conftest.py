@@ -52,6 +52,7 @@ os.environ.update({
     "CELERY_BROKER_URL": f"{REDIS_BASE}/14",
     "HERALD_HEARTBEAT": "0.5",
     "HERALD_RETRY_MS": "500",
+    "HERALD_REVOCATION_POLL": "0.5",  # a lost revocation notice costs 0.5 s, not 3
     "HERALD_LOG_LEVEL": "INFO",
     "HERALD_PUBLISH_RATE": "100000",
     "HERALD_PUBLISH_BURST": "100000",

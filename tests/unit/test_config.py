@@ -58,6 +58,13 @@ def test_defaults_and_dev_secret(tmp_path):
     assert cfg.flower_auth.startswith("herald:")
 
 
+def test_streamer_timings_default_to_what_they_were_before_they_were_settings(tmp_path):
+    cfg = config.load({"HERALD_HOME": str(tmp_path)})
+    assert (cfg.streamer_head_timeout, cfg.write_timeout, cfg.subscribe_timeout,
+            cfg.pubsub_keepalive, cfg.pubsub_silence, cfg.revocation_poll) == (
+        5.0, 30.0, 5.0, 15.0, 45.0, 3.0)
+
+
 def test_production_names_every_missing_setting(tmp_path):
     with pytest.raises(ConfigError) as caught:
         config.load({"HERALD_ENV": "production", "HERALD_HOME": str(tmp_path)})
@@ -117,6 +124,12 @@ def test_visibility_timeout_must_exceed_the_task_time_limit(tmp_path):
     with pytest.raises(ConfigError, match="HERALD_VISIBILITY_TIMEOUT=600 must exceed"):
         config.load({"HERALD_HOME": str(tmp_path), "HERALD_TASK_TIME_LIMIT": "600",
                      "HERALD_VISIBILITY_TIMEOUT": "600"})
+
+
+def test_pubsub_silence_must_exceed_the_keepalive(tmp_path):
+    with pytest.raises(ConfigError, match="HERALD_PUBSUB_SILENCE=2 must exceed"):
+        config.load({"HERALD_HOME": str(tmp_path), "HERALD_PUBSUB_KEEPALIVE": "2",
+                     "HERALD_PUBSUB_SILENCE": "2"})
 
 
 def test_a_given_environment_replaces_the_process_one(tmp_path, monkeypatch):
