@@ -25,7 +25,11 @@ def celery_settings(config: Config) -> dict[str, Any]:
     keys = Keys(config.prefix)
     limit = config.task_time_limit
     return {
+        # Celery prefers CELERY_BROKER_URL from the environment to broker_url, but reads
+        # these two first: an app uses its Config's broker whatever the environment says.
         "broker_url": config.broker_url,
+        "broker_read_url": config.broker_url,
+        "broker_write_url": config.broker_url,
         "broker_connection_retry_on_startup": True,
         "broker_transport_options": _transport_options(config, keys),
         "imports": TASK_MODULES,

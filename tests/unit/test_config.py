@@ -154,6 +154,14 @@ def test_readme_table_is_the_generated_one():
         "README's configuration table is stale: paste `herald config --markdown`")
 
 
+def test_herald_config_markdown_prints_the_table():
+    herald = Path(sys.executable).with_name("herald")
+    done = subprocess.run([str(herald), "config", "--markdown"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "HERALD_RETRY_MS": "5"})
+    assert done.returncode == 0, done.stderr  # the defaults, not the settings in effect
+    assert done.stdout == config.markdown_table()
+
+
 def test_importing_the_code_reads_no_configuration(tmp_path):
     """A bad setting breaks no import: only the entry points' ``load()`` reads it."""
     modules = ("api", "api.wsgi", "api.notifications", "tasks.app", "tasks.factory",
