@@ -182,6 +182,8 @@ def _var(env: str, default: Any = PydanticUndefined, doc: str = "", *,
                  json_schema_extra=extra, **rule)
 
 
+# The mapping ``load`` was given, for ``Config.settings_customise_sources`` during that
+# call (pydantic-settings takes no environment as a parameter); None: ``os.environ``.
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("herald_environ", default=None)
 
 
