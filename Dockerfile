@@ -3,7 +3,7 @@ FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HERALD_HOME=/var/lib/herald
 WORKDIR /app
-COPY setup.cfg pyproject.toml README.md celeryconfig.py ./
+COPY setup.cfg pyproject.toml README.md ./
 COPY herald ./herald
 COPY api ./api
 COPY tasks ./tasks
@@ -17,4 +17,4 @@ CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-class", "api.worker.ApiWork
      "--keep-alive", "5", "--limit-request-line", "4094", "--limit-request-fields", "32", \
      "--limit-request-field_size", "8190", \
      "--control-socket", "/var/lib/herald/gunicorn-api-8000.ctl", \
-     "--access-logfile", "-", "api:create_app()"]
+     "--access-logfile", "-", "api.wsgi:from_environment()"]

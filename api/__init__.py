@@ -1,13 +1,15 @@
 """Herald's HTTP API: a thin Flask app that validates, stores and dispatches.
 
-``create_app()`` is the factory (``gunicorn 'api:create_app()'``). Handlers validate the
-request fully before they store, dispatch or publish anything. The API publishes
-events (``POST /api/events``, ``notification.read``, a new job's ``job.queued``) through
+``create_app(config)`` is the factory: it builds the app from the ``Config`` it is given
+(its services and the Celery app it sends tasks through), and reads no environment
+variable. ``api.wsgi`` is gunicorn's entry point (``gunicorn 'api.wsgi:from_environment()'``),
+the one place the API loads its configuration. Handlers validate the request fully
+before they store, dispatch or publish anything. The API publishes events (``POST
+/api/events``, ``notification.read``, a new job's ``job.queued``) through
 ``herald.publisher`` but never subscribes: holding subscribers' connections is the
-``streamer``'s job. The gunicorn worker is
-``api.worker``: the master process imports it before gevent patches the workers, so
-importing this package imports nothing but the standard library (``create_app`` imports
-the rest).
+``streamer``'s job. The gunicorn worker is ``api.worker``: the master process imports it
+before gevent patches the workers, so importing this package imports nothing but the
+standard library (``create_app`` imports the rest).
 """
 
 from __future__ import annotations
@@ -21,38 +23,34 @@ if TYPE_CHECKING:
     from herald.config import Config
 
 
-def create_app(config: Config | None = None) -> Flask:
-    """Build the API for ``config`` (default: from the environment)."""
+def create_app(config: Config) -> Flask:
+    """Build the API for ``config``."""
     from flask import Flask
     from flask_cors import CORS
 
     from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
     from api.schemas import MAX_BODY_BYTES
-    from herald import config as herald_config
     from herald import logs, services
     from herald.config import redact_url
-    from herald.errors import ConfigError
+    from tasks.factory import make_celery
 
-    try:
-        cfg = config or herald_config.get()
-    except ConfigError as exc:
-        raise SystemExit(f"herald api: configuration error: {exc}") from None
-    logs.setup(cfg.log_level)
+    logs.setup(config.log_level)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES + 1  # see api.schemas.parse
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["herald"] = services.build(cfg)
+    app.extensions["herald"] = services.build(config)
+    app.extensions["celery"] = make_celery(config)
     errors.register(app)
     for module in (notifications, inbox, events, jobs, tokens, health, openapi):
         app.register_blueprint(module.bp)
-    if not cfg.production:
+    if not config.production:
         from api import demo
 
         app.register_blueprint(demo.bp)
-    if cfg.cors_origins:
-        CORS(app, resources={r"/api/*": {"origins": list(cfg.cors_origins)}},
+    if config.cors_origins:
+        CORS(app, resources={r"/api/*": {"origins": list(config.cors_origins)}},
              allow_headers=["Authorization", "Content-Type", "Idempotency-Key"],
              expose_headers=["Location", "Retry-After"], max_age=600)
     logging.getLogger(__name__).info("Herald API ready (redis %s, broker %s)",
-                                     redact_url(cfg.redis_url), redact_url(cfg.broker_url))
+                                     redact_url(config.redis_url), redact_url(config.broker_url))
     return app

@@ -5,8 +5,7 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, jsonify
 
-from api.context import services
-from tasks.app import app as celery_app
+from api.context import celery, services
 
 bp = Blueprint("health", __name__)
 
@@ -28,7 +27,7 @@ def _redis() -> str:
 
 def _broker() -> str:
     try:
-        with celery_app.connection_for_write() as conn:
+        with celery().connection_for_write() as conn:
             conn.ensure_connection(max_retries=1, interval_start=0, interval_step=0.5,
                                    timeout=2)
     except Exception as exc:  # kombu raises transport-specific errors

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from pydantic import ValidationError
 
 from api import auth
-from api.context import services
+from api.context import celery, services
 from api.errors import from_validation
 from api.schemas import JobIn, parse
 from herald.errors import Refusal, invalid
@@ -29,7 +29,7 @@ def start() -> tuple[Response, int]:
         params = kind.params.model_validate(body.params).model_dump()
     except ValidationError as exc:
         raise from_validation(exc, prefix="params") from None
-    job_id = jobs.submit(services(), kind.name, params, body.owner)
+    job_id = jobs.submit(services(), celery(), kind.name, params, body.owner)
     status_url = url_for("jobs.show", job_id=job_id, _external=True)
     answer = jsonify(id=job_id, status_url=status_url)
     answer.headers["Location"] = status_url

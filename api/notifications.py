@@ -7,7 +7,7 @@ import re
 from flask import Blueprint, Response, jsonify, request, url_for
 
 from api import auth
-from api.context import services
+from api.context import celery, services
 from api.schemas import IDEMPOTENCY_KEY_RULE, NotificationIn, parse
 from herald.errors import Refusal, invalid
 from herald.ids import valid_id
@@ -27,7 +27,7 @@ def create() -> tuple[Response, int]:
     key = _idempotency_key(api_key.id)
     body = parse(request, NotificationIn)
     new = _validated(body)
-    created = delivery.submit(services(), new, key)
+    created = delivery.submit(services(), celery(), new, key)
     if created.conflict:
         raise Refusal(422, "idempotency_key_reused",
                       f"{IDEMPOTENCY_HEADER} was used for a different request "

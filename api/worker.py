@@ -21,7 +21,10 @@ Guarantees, with that command line:
   "field"}}`` like every error of the app (gunicorn's own answers are HTML), each logged
   as one WARNING line;
 - an error outside the app (Flask answers all of its own) is answered a JSON 500 and
-  logged with its traceback.
+  logged with its traceback;
+- a bad Herald setting stops gunicorn before any worker starts: the master prints
+  ``Error: herald api: configuration error: ...`` (one line naming the variable and the
+  rule) and exits 1 (``check_config``).
 
 The master process imports this module before it forks and before gevent patches the
 worker, so it imports only gunicorn, the standard library and ``herald.errors``
@@ -31,6 +34,7 @@ worker, so it imports only gunicorn, the standard library and ``herald.errors``
 from __future__ import annotations
 
 import json
+import os
 from http import HTTPStatus
 from typing import Any
 
@@ -58,6 +62,17 @@ _STATUSES: tuple[tuple[type[BaseException], int | None], ...] = (
 class ApiWorker(GeventWorker):
     """gunicorn's gevent worker whose error answers are the API's JSON errors."""
 
+    @classmethod
+    def check_config(cls, cfg: Any, log: Any) -> None:
+        """In the master, before it forks: refuse to start with a bad configuration.
+
+        gunicorn prints a ``RuntimeError`` as ``Error: <message>`` and exits 1; without
+        this every worker would fail to load the app, and they would race to stop it.
+        """
+        problem = configuration_problem()
+        if problem is not None:
+            raise RuntimeError(problem)
+
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         status = refusal_status(exc)
         if status is None:
@@ -80,6 +95,34 @@ class ApiWorker(GeventWorker):
             return (f"request head must have at most {cfg.limit_request_fields} header "
                     f"fields of at most {cfg.limit_request_field_size} bytes each")
         return f"malformed request: {exc}" if status == 400 else str(exc)
+
+
+def configuration_problem() -> str | None:
+    """What ``herald.config.load()`` refuses in this environment, or None.
+
+    It runs in a child process that exits at once: loading the configuration imports
+    pydantic-settings and, through it, ``ssl``, which the master must not import before
+    gevent patches its workers. A failure other than a ``ConfigError`` is left to the
+    workers, which report it with its traceback.
+    """
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: check, report, and never return into gunicorn
+        try:
+            from herald.config import load
+            from herald.errors import ConfigError
+
+            try:
+                load()
+            except ConfigError as exc:
+                os.write(write, f"herald api: configuration error: {exc}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        message = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return message or None
 
 
 def refusal_status(exc: BaseException) -> int | None:

@@ -24,13 +24,15 @@ import httpx
 import redis
 
 from herald import config as herald_config
-from herald.config import SETTINGS, Config, shown
+from herald.config import SETTINGS, Config, markdown_table, shown
 from herald.errors import ConfigError, HeraldError, InvalidEvent, Refusal
 
 
+@functools.cache
 def _config() -> Config:
+    """The command's configuration, read from the environment once."""
     try:
-        return herald_config.get()
+        return herald_config.load()
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from exc
 
@@ -236,12 +238,17 @@ def apikey_revoke(id_or_name: str) -> None:
 
 
 @main.command("config")
-def show_config() -> None:
+@click.option("--markdown", is_flag=True,
+              help="Print the README's table of settings (defaults, not values in effect).")
+def show_config(markdown: bool) -> None:
     """Print every setting: variable, value in effect, default and meaning."""
+    if markdown:
+        click.echo(markdown_table(), nl=False)
+        return
     cfg = _config()
     for setting in SETTINGS:
         value = shown(setting, getattr(cfg, setting.attr))
-        click.echo(f"{setting.env}={value}\n    default {setting.default!r}: {setting.doc}")
+        click.echo(f"{setting.env}={value}\n    default {setting.default}: {setting.doc}")
 
 
 def _json(text: str) -> Any:

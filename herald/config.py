@@ -1,27 +1,46 @@
-"""Settings of every Herald process, read once from environment variables.
+"""Settings of every Herald process: declared once in ``Config``, read once at start-up.
 
 Guarantees:
-- every setting has one documented default here (``SETTINGS``), and the README's
-  configuration table is checked against this list by a test;
-- a malformed value is refused at start-up with a message naming the variable and the
-  rule, never discovered at request time;
+- each setting is declared once, as a field of ``Config``: its environment variable,
+  default, rule and meaning; ``SETTINGS`` describes them for ``herald config``, and the
+  README's configuration table is generated from them (``herald config --markdown``;
+  a test checks the README against it);
+- importing a module reads no configuration: ``load()`` reads the environment, and each
+  process' entry point calls it once (``api.wsgi``, ``tasks.app``, the streamer's
+  ``main``, the CLI) and passes the ``Config`` to what it builds;
+- a malformed value is refused by ``load()`` with a ``ConfigError`` naming the variable
+  and the rule, all problems at once, never discovered at request time; so are settings
+  that contradict each other (a visibility timeout not above the task time limit);
 - with ``HERALD_ENV=production`` a missing required setting (``HERALD_SECRET``,
-  ``REDIS_URL``) stops the process with a message naming it; in development a secret is
-  generated once and kept in ``$HERALD_HOME/secret`` (mode 0600);
+  ``REDIS_URL``) is refused by name, and so is the generated dev secret; in development a
+  secret and a Flower password are generated once in ``$HERALD_HOME`` (mode 0600);
 - no password or secret is ever shown: ``shown()`` (for ``herald config`` and error
   messages) prints secrets as ``(set)`` and URLs through ``redact_url()``, which every
-  log line or message that names a Redis or broker URL uses too.
+  log line or message that names a Redis or broker URL uses too; a ``Config``'s repr
+  leaves secrets out.
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable, Iterator, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlsplit
+
+from annotated_types import Ge, Le, MinLen
+from pydantic import AfterValidator, BeforeValidator, Field, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from herald.errors import ConfigError
 
@@ -29,6 +48,7 @@ DEV_SECRET_FILE = "secret"
 DEV_FLOWER_FILE = "flower-password"
 DEV_API_KEY_FILE = "apikey"
 MIN_SECRET_LENGTH = 32
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
 
 
 def redact_url(url: str) -> str:
@@ -57,61 +77,34 @@ def _redact_param(param: str) -> str:
     return f"{name}=***" if name.lower() == "password" else param
 
 
-def _url(schemes: tuple[str, ...]) -> Callable[[str], str]:
-    def parse(value: str) -> str:
+# Rules that pydantic's constraints (ge, le, min_length, Literal) do not express. Each
+# raises ValueError with the rule, which ``load`` puts after the variable's name.
+
+def _scheme(*schemes: str) -> AfterValidator:
+    def check(value: str) -> str:
         if urlsplit(value).scheme not in schemes:
             raise ValueError(f"must be a URL with scheme {' or '.join(schemes)}")
         return value
 
-    return parse
+    return AfterValidator(check)
 
 
-def _int(low: int, high: int) -> Callable[[str], int]:
-    def parse(value: str) -> int:
-        number = int(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be an integer from {low} to {high}")
-        return number
-
-    return parse
+def _listed(value: Any) -> Any:
+    """A comma-separated variable as a tuple (values given as tuples pass unchanged)."""
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(
+        value, str) else value
 
 
-def _float(low: float, high: float) -> Callable[[str], float]:
-    def parse(value: str) -> float:
-        number = float(value)
-        if not low <= number <= high:
-            raise ValueError(f"must be a number from {low} to {high}")
-        return number
-
-    return parse
-
-
-def _choice(*allowed: str) -> Callable[[str], str]:
-    def parse(value: str) -> str:
-        if value not in allowed:
-            raise ValueError(f"must be one of {', '.join(allowed)}")
-        return value
-
-    return parse
-
-
-def _text(value: str) -> str:
-    return value
-
-
-def _origins(value: str) -> tuple[str, ...]:
-    origins = tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+def _origins(origins: tuple[str, ...]) -> tuple[str, ...]:
+    origins = tuple(o.rstrip("/") for o in origins)
     for origin in origins:
         if origin != "*" and urlsplit(origin).scheme not in ("http", "https"):
             raise ValueError("must be a comma-separated list of http(s)://host[:port] or *")
     return origins
 
 
-HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
-
-
-def _algorithms(value: str) -> tuple[str, ...]:
-    names = tuple(a.strip().upper() for a in value.split(",") if a.strip())
+def _algorithms(names: tuple[str, ...]) -> tuple[str, ...]:
+    names = tuple(name.upper() for name in names)
     if not names or any(name not in HMAC_ALGORITHMS for name in names):
         raise ValueError(f"must be a comma-separated list of {', '.join(HMAC_ALGORITHMS)}")
     return names
@@ -130,22 +123,390 @@ def _prefix(value: str) -> str:
     return value
 
 
-_REDIS = ("redis", "rediss", "unix")
-_BROKER = ("redis", "rediss", "amqp", "amqps", "pyamqp")
-_HTTP = ("http", "https")
+RedisUrl = Annotated[str, _scheme("redis", "rediss", "unix")]
+BrokerUrl = Annotated[str, _scheme("redis", "rediss", "amqp", "amqps", "pyamqp")]
+HttpUrl = Annotated[str, _scheme("http", "https")]
+Origins = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_origins)]
+Algorithms = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_algorithms)]
+BasicAuth = Annotated[str, AfterValidator(_basic_auth)]
+Prefix = Annotated[str, AfterValidator(_prefix)]
+Home = Annotated[Path, AfterValidator(lambda path: path.expanduser().resolve())]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
+Pool = Literal["prefork", "gevent", "solo", "threads"]
+
+
+# Defaults computed from the settings declared before them (pydantic passes those in).
+
+def _home(*_: Any) -> Path:
+    return Path(".herald").resolve()
+
+
+def _dev_secret(values: dict[str, Any]) -> str:
+    return _generated(values["home"] / DEV_SECRET_FILE, lambda: secrets.token_urlsafe(48))
+
+
+def _dev_flower_auth(values: dict[str, Any]) -> str:
+    if values["env"] == "production":
+        return ""
+    password = _generated(values["home"] / DEV_FLOWER_FILE, lambda: secrets.token_urlsafe(12))
+    return f"herald:{password}"
+
+
+def _dev_api_key(values: dict[str, Any]) -> str | None:
+    return None if values["env"] == "production" else _read(values["home"] / DEV_API_KEY_FILE)
+
+
+def _local_url(host: str, port: str) -> Callable[[dict[str, Any]], str]:
+    def url(values: dict[str, Any]) -> str:
+        bind = values[host]
+        reachable = "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
+        return f"http://{reachable}:{values[port]}"
+
+    return url
+
+
+def _var(env: str, default: Any = PydanticUndefined, doc: str = "", *,
+         factory: Callable[..., Any] | None = None, shown: str | None = None,
+         secret: bool = False, required_in_production: bool = False, **rule: Any) -> Any:
+    """A field read from the variable ``env``, with its default, meaning and rule.
+
+    ``factory`` computes the default at load time (from the settings declared before);
+    ``shown`` is how the README and ``herald config`` describe that default; ``rule``
+    holds pydantic constraints (``ge``, ``le``, ``min_length``).
+    """
+    extra = {"shown": shown, "secret": secret, "required_in_production": required_in_production}
+    if factory is not None:
+        return Field(default_factory=factory, validation_alias=env, description=doc,
+                     repr=not secret, json_schema_extra=extra, **rule)
+    return Field(default, validation_alias=env, description=doc, repr=not secret,
+                 json_schema_extra=extra, **rule)
+
+
+# The mapping ``load`` was given, for ``Config.settings_customise_sources`` during that
+# call (pydantic-settings takes no environment as a parameter); None: ``os.environ``.
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("herald_environ", default=None)
+
+
+class Config(BaseSettings):
+    """The validated settings of one process: each field is one environment variable.
+
+    Build it with ``load()``; ``replace()`` gives a copy with some fields changed.
+    """
+
+    # Defaults are not validated again: some are computed from other settings (the
+    # broker is REDIS_URL) or are deliberately empty (no Flower auth in production).
+    model_config = SettingsConfigDict(frozen=True, case_sensitive=True, env_ignore_empty=True,
+                                      enable_decoding=False, extra="ignore",
+                                      allow_inf_nan=False, validate_default=False)
+
+    env: Literal["development", "production"] = _var(
+        "HERALD_ENV", "development",
+        "`production` makes missing required settings fatal and forbids dev secrets.")
+    home: Home = _var(
+        "HERALD_HOME", factory=_home, shown="`.herald`",
+        doc="Directory for dev state: generated secret, Flower password, embedded Redis "
+            "data.")
+    secret: str = _var(
+        "HERALD_SECRET", factory=_dev_secret, shown="generated in dev", secret=True,
+        required_in_production=True, min_length=MIN_SECRET_LENGTH,
+        doc="HMAC key that signs subscriber tokens (32+ characters).")
+    prefix: Prefix = _var(
+        "HERALD_PREFIX", "herald",
+        "Prefix of every Redis key and pub/sub channel, and of Celery's queue, exchanges "
+        "and broker keys, so deployments can share a Redis.")
+    redis_url: RedisUrl = _var(
+        "REDIS_URL", "redis://127.0.0.1:6379/0",
+        "Redis holding records, inboxes, event history and pub/sub.",
+        required_in_production=True)
+    broker_url: BrokerUrl = _var(
+        "CELERY_BROKER_URL", factory=lambda values: values["redis_url"], shown="`REDIS_URL`",
+        doc="Celery broker. RabbitMQ (`amqp://user:password@host:5672//`) works too.")
+    api_host: str = _var("HERALD_API_HOST", "127.0.0.1", "Address the API binds in `herald run`.")
+    api_port: int = _var("HERALD_API_PORT", 8000, "Port of the API.", ge=1, le=65535)
+    api_workers: int = _var("HERALD_API_WORKERS", 2,
+                            "gunicorn worker processes for the API in `herald run`.", ge=1, le=64)
+    api_head_timeout: int = _var(
+        "HERALD_API_HEAD_TIMEOUT", 5,
+        "Seconds a client has to send each request head to the API, and that an idle "
+        "kept-alive connection stays open (gunicorn `--keep-alive`); slower connections "
+        "are closed.", ge=1, le=300)
+    api_url: HttpUrl = _var(
+        "HERALD_API_URL", factory=_local_url("api_host", "api_port"),
+        shown="`http://HOST:PORT` of the API", doc="Where the CLI reaches the API.")
+    streamer_host: str = _var("HERALD_STREAMER_HOST", "127.0.0.1", "Address the streamer binds.")
+    streamer_port: int = _var("HERALD_STREAMER_PORT", 8001, "Port of the streamer.",
+                              ge=1, le=65535)
+    streamer_processes: int = _var(
+        "HERALD_STREAMER_PROCESSES", 1,
+        "Streamer processes sharing the port (SO_REUSEPORT); one Redis subscription each.",
+        ge=1, le=256)
+    streamer_url: HttpUrl = _var(
+        "HERALD_STREAMER_URL", factory=_local_url("streamer_host", "streamer_port"),
+        shown="`http://HOST:PORT` of the streamer",
+        doc="Where clients reach the streamer (put in tokens' `stream_url`).")
+    flower_port: int = _var("HERALD_FLOWER_PORT", 5555, "Port of Flower in `herald run`.",
+                            ge=1, le=65535)
+    flower_auth: BasicAuth = _var(
+        "HERALD_FLOWER_AUTH", factory=_dev_flower_auth, shown="`herald:<generated>` in dev",
+        secret=True,
+        doc="Flower basic auth as `user:password` (passed to Flower in its environment, "
+            "never on its command line).")
+    worker_pool: Pool = _var(
+        "HERALD_WORKER_POOL", "prefork",
+        "Celery pool of the worker in `herald run` (given on the command line).")
+    worker_concurrency: int = _var("HERALD_WORKER_CONCURRENCY", 2,
+                                   "Celery worker concurrency in `herald run`.", ge=1, le=1000)
+    heartbeat: float = _var(
+        "HERALD_HEARTBEAT", 15.0,
+        "Seconds between SSE heartbeat comments (keep under proxies' 30-60 s idle limit).",
+        ge=0.05, le=300)
+    retry_ms: int = _var("HERALD_RETRY_MS", 3000,
+                         "`retry:` hint sent to EventSource clients, in milliseconds.",
+                         ge=100, le=600_000)
+    token_algorithms: Algorithms = _var(
+        "HERALD_TOKEN_ALGORITHMS", ("HS256",),
+        "Signature algorithms accepted for subscriber tokens (HMAC only, never `none`); "
+        "tokens are minted with the first.")
+    api_key: str | None = _var(
+        "HERALD_API_KEY", factory=_dev_api_key, shown="the dev key in `.herald/apikey`",
+        secret=True, doc="API key the CLI sends to the API.")
+    publish_rate: float = _var(
+        "HERALD_PUBLISH_RATE", 50.0,
+        "Sends, publishes and job starts per second allowed per API key.",
+        ge=0.01, le=1_000_000)
+    publish_burst: int = _var(
+        "HERALD_PUBLISH_BURST", 100,
+        "Requests an API key may make at once before `HERALD_PUBLISH_RATE` applies.",
+        ge=1, le=10_000_000)
+    max_connections_per_user: int = _var(
+        "HERALD_MAX_CONNECTIONS_PER_USER", 20,
+        "Open streams one user may hold on one streamer process.", ge=1, le=100_000)
+    cors_origins: Origins = _var(
+        "HERALD_CORS_ORIGINS", (),
+        "Comma-separated origins (`https://app.example.com`) allowed to call the API and "
+        "the streamer from a browser; empty allows none, `*` any.")
+    token_ttl: int = _var("HERALD_TOKEN_TTL", 3600,
+                          "Default lifetime of a minted subscriber token, in seconds.",
+                          ge=1, le=31_536_000)
+    token_max_ttl: int = _var("HERALD_TOKEN_MAX_TTL", 86400,
+                              "Longest lifetime a token may be minted with, in seconds.",
+                              ge=1, le=31_536_000)
+    max_topics: int = _var("HERALD_MAX_TOPICS", 32,
+                           "Topics one SSE connection may subscribe to.", ge=1, le=1024)
+    max_recipients: int = _var(
+        "HERALD_MAX_RECIPIENTS", 1000,
+        "Recipients one notification may name (use a topic for more).", ge=1, le=100_000)
+    client_buffer: int = _var(
+        "HERALD_CLIENT_BUFFER", 262144,
+        "Bytes a slow SSE client may fall behind before it is disconnected.",
+        ge=1024, le=1 << 30)
+    send_buffer: int = _var(
+        "HERALD_SEND_BUFFER", 262144,
+        "Kernel send buffer per SSE socket in bytes (bounds what a stalled client pins in "
+        "kernel memory); 0 keeps the kernel's autotuning.", ge=0, le=1 << 26)
+    replay_max: int = _var(
+        "HERALD_REPLAY_MAX", 1000,
+        "Most events replayed to one resuming client per topic; past them the replay ends "
+        "with a `reset` event.", ge=1, le=100_000)
+    replay_max_bytes: int = _var(
+        "HERALD_REPLAY_MAX_BYTES", 8388608,
+        "Most bytes of events (their envelopes, all topics together) replayed to one "
+        "resuming client; past them the replay ends with a `reset` event.",
+        ge=65_536, le=1 << 31)
+    replay_concurrency: int = _var(
+        "HERALD_REPLAY_CONCURRENCY", 8,
+        "Replays one streamer process reads from Redis at once; others wait their turn. A "
+        "replay holds its slot while it reads a page, not while its client reads it.",
+        ge=1, le=64)
+    drain_seconds: float = _var(
+        "HERALD_DRAIN_SECONDS", 3.0,
+        "On SIGTERM the streamer closes its clients spread over this many seconds, so "
+        "their reconnections do not all land at once.", ge=0, le=300)
+    streamer_head_timeout: float = _var(
+        "HERALD_STREAMER_HEAD_TIMEOUT", 5.0,
+        "Seconds a client has to send its request head to the streamer; slower "
+        "connections are closed without an answer.", ge=0.1, le=300)
+    write_timeout: float = _var(
+        "HERALD_WRITE_TIMEOUT", 30.0,
+        "Seconds a stream's socket may refuse every byte (the client stopped reading) "
+        "before the client is disconnected.", ge=0.1, le=3600)
+    subscribe_timeout: float = _var(
+        "HERALD_SUBSCRIBE_TIMEOUT", 5.0,
+        "Seconds a new stream (or a WebSocket `subscribe`) waits for Redis to confirm "
+        "its subscriptions; then it is refused as unavailable (503, retry).",
+        ge=0.1, le=300)
+    pubsub_keepalive: float = _var(
+        "HERALD_PUBSUB_KEEPALIVE", 15.0,
+        "Seconds between PINGs on a streamer's otherwise idle Redis subscription.",
+        ge=0.1, le=300)
+    pubsub_silence: float = _var(
+        "HERALD_PUBSUB_SILENCE", 45.0,
+        "Seconds without a byte from Redis after which a streamer treats its subscription "
+        "as lost and reconnects; must exceed `HERALD_PUBSUB_KEEPALIVE`.", ge=0.2, le=3600)
+    revocation_poll: float = _var(
+        "HERALD_REVOCATION_POLL", 3.0,
+        "Seconds between a streamer's rereads of the revoked tokens: the longest a "
+        "revoked token's stream stays open when the revocation notice was lost.",
+        ge=0.1, le=3600)
+    history_maxlen: int = _var(
+        "HERALD_HISTORY_MAXLEN", 1000,
+        "Events kept per topic in the replayable history (approximate).", ge=1, le=10_000_000)
+    history_ttl: int = _var("HERALD_HISTORY_TTL", 86400,
+                            "Seconds an event stays in a topic's history.", ge=1, le=31_536_000)
+    inbox_max: int = _var("HERALD_INBOX_MAX", 500, "Newest inbox entries kept per user.",
+                          ge=1, le=100_000)
+    retention: int = _var(
+        "HERALD_RETENTION", 2592000,
+        "Seconds notification and job records (and idle inboxes) are kept.",
+        ge=60, le=315_360_000)
+    task_time_limit: int = _var("HERALD_TASK_TIME_LIMIT", 600,
+                                "Hard time limit of a Celery task, in seconds.", ge=5, le=86_400)
+    visibility_timeout: int = _var(
+        "HERALD_VISIBILITY_TIMEOUT", 900,
+        "Redis broker: seconds before an unacknowledged task (its worker died) is "
+        "delivered again; must exceed `HERALD_TASK_TIME_LIMIT`.", ge=10, le=172_800)
+    restore_interval: int = _var(
+        "HERALD_RESTORE_INTERVAL", 5,
+        "Redis broker: seconds between workers' sweeps for tasks to deliver again.",
+        ge=1, le=3600)
+    log_level: LogLevel = _var("HERALD_LOG_LEVEL", "INFO", "Log level of every service.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The environment only (or the mapping ``load`` was given): no ``.env`` file and
+        no secrets directory, so secrets come from where the README says."""
+        environ = _ENVIRON.get()
+        if environ is None:
+            return init_settings, env_settings
+        given = {name: value for name, value in environ.items() if value}
+        return init_settings, InitSettingsSource(settings_cls, given)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _required_in_production(cls, values: Any) -> Any:
+        if isinstance(values, dict) and values.get("HERALD_ENV") == "production":
+            missing = [f"{s.env} is required when HERALD_ENV=production: {s.doc.rstrip('.')}"
+                       for s in SETTINGS if s.required_in_production and not values.get(s.env)]
+            if missing:
+                raise ValueError("; ".join(missing))
+        return values
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        problems = []
+        if self.production and self.secret == _read(self.home / DEV_SECRET_FILE):
+            problems.append("HERALD_SECRET is the generated dev secret; set a real one")
+        if self.visibility_timeout <= self.task_time_limit:
+            problems.append(
+                f"HERALD_VISIBILITY_TIMEOUT={self.visibility_timeout} must exceed "
+                f"HERALD_TASK_TIME_LIMIT={self.task_time_limit}, or running tasks are "
+                "delivered twice")
+        if self.pubsub_silence <= self.pubsub_keepalive:
+            problems.append(
+                f"HERALD_PUBSUB_SILENCE={self.pubsub_silence:g} must exceed "
+                f"HERALD_PUBSUB_KEEPALIVE={self.pubsub_keepalive:g}, or an idle healthy "
+                "subscription is taken for lost")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def production(self) -> bool:
+        return self.env == "production"
+
+    def replace(self, **changes: Any) -> Config:
+        """A copy with some fields changed, not checked again (tests, ``herald run``)."""
+        return self.model_copy(update=changes)
+
+
+def load(environ: Mapping[str, str] | None = None) -> Config:
+    """Read and check every setting from ``environ`` (default: this process' environment).
+
+    Raises ``ConfigError`` naming each bad variable and its rule. An empty variable counts
+    as unset.
+    """
+    token = _ENVIRON.set(environ)
+    try:
+        return Config()
+    except ValidationError as exc:
+        raise ConfigError("; ".join(_problems(exc))) from None
+    finally:
+        _ENVIRON.reset(token)
+
+
+def _problems(exc: ValidationError) -> Iterator[str]:
+    for error in exc.errors():
+        if error["type"] == "default_factory_not_called":
+            continue  # the variable it derives from is reported instead
+        if not error["loc"]:  # a rule across settings: the message names them
+            yield str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+            continue
+        setting = _BY_ENV[str(error["loc"][0])]
+        rule = _rule(setting, error)
+        yield (f"{setting.env} {rule}" if setting.secret
+               else f"{setting.env}={shown(setting, error['input'])!r} {rule}")
+
+
+def _rule(setting: Setting, error: Any) -> str:
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return setting.rule or f"must be valid ({error['msg'].lower()})"
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable: its attribute, default, parser and meaning."""
+    """How one field of ``Config`` is documented: variable, default, rule and meaning."""
 
     env: str
     attr: str
-    default: str | None
-    parse: Callable[[str], Any]
+    default: str  # as the README shows it (Markdown)
     doc: str
+    rule: str | None = None  # what ge/le/min_length/Literal allow, in words
     required_in_production: bool = False
     secret: bool = False  # never shown, only whether it is set
+
+
+def _describe(attr: str, field: FieldInfo) -> Setting:
+    extra = field.json_schema_extra
+    assert isinstance(extra, dict) and isinstance(field.validation_alias, str)
+    return Setting(env=field.validation_alias, attr=attr,
+                   default=str(extra["shown"] or _shown_default(field.default)),
+                   doc=field.description or "", rule=_rule_of(field),
+                   required_in_production=bool(extra["required_in_production"]),
+                   secret=bool(extra["secret"]))
+
+
+def _shown_default(value: Any) -> str:
+    if isinstance(value, tuple):
+        value = ",".join(value)
+    if isinstance(value, float):
+        value = _number(value)
+    return f"`{value}`" if value not in ("", None) else "empty"
+
+
+def _rule_of(field: FieldInfo) -> str | None:
+    bounds = {type(m): m for m in field.metadata if isinstance(m, Ge | Le | MinLen)}
+    if Ge in bounds and Le in bounds:
+        kind = "an integer" if field.annotation is int else "a number"
+        return f"must be {kind} from {_number(bounds[Ge].ge)} to {_number(bounds[Le].le)}"
+    if MinLen in bounds:
+        return f"must be at least {bounds[MinLen].min_length} characters"
+    if get_origin(field.annotation) is Literal:
+        return f"must be one of {', '.join(get_args(field.annotation))}"
+    return None
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+SETTINGS: tuple[Setting, ...] = tuple(
+    _describe(attr, field) for attr, field in Config.model_fields.items())
+_BY_ENV = {setting.env: setting for setting in SETTINGS}
 
 
 def shown(setting: Setting, value: Any) -> str:
@@ -157,254 +518,27 @@ def shown(setting: Setting, value: Any) -> str:
     return redact_url(value) if isinstance(value, str) and "://" in value else str(value)
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("HERALD_ENV", "env", "development", _choice("development", "production"),
-            "`production` makes missing required settings fatal and forbids dev secrets."),
-    Setting("HERALD_HOME", "home", ".herald", _text,
-            "Directory for dev state: generated secret, Flower password, embedded Redis data."),
-    Setting("HERALD_SECRET", "secret", None, _text,
-            "HMAC key that signs subscriber tokens (32+ characters). Dev: generated.",
-            required_in_production=True, secret=True),
-    Setting("HERALD_PREFIX", "prefix", "herald", _prefix,
-            "Prefix of every Redis key and pub/sub channel, and of Celery's queue, exchanges "
-            "and broker keys, so deployments can share a Redis."),
-    Setting("REDIS_URL", "redis_url", "redis://127.0.0.1:6379/0", _url(_REDIS),
-            "Redis holding records, inboxes, event history and pub/sub.",
-            required_in_production=True),
-    Setting("CELERY_BROKER_URL", "broker_url", None, _url(_BROKER),
-            "Celery broker; defaults to REDIS_URL. RabbitMQ (`amqp://`) works too."),
-    Setting("HERALD_API_HOST", "api_host", "127.0.0.1", _text, "Address the API binds."),
-    Setting("HERALD_API_PORT", "api_port", "8000", _int(1, 65535), "Port of the API."),
-    Setting("HERALD_API_WORKERS", "api_workers", "2", _int(1, 64),
-            "gunicorn worker processes for the API in `herald run`."),
-    Setting("HERALD_API_HEAD_TIMEOUT", "api_head_timeout", "5", _int(1, 300),
-            "Seconds a client has to send each request head to the API, and that an idle "
-            "kept-alive connection stays open (gunicorn `--keep-alive`); slower "
-            "connections are closed."),
-    Setting("HERALD_API_URL", "api_url", None, _url(_HTTP),
-            "Where the CLI reaches the API; defaults to http://HERALD_API_HOST:HERALD_API_PORT."),
-    Setting("HERALD_STREAMER_HOST", "streamer_host", "127.0.0.1", _text,
-            "Address the streamer binds."),
-    Setting("HERALD_STREAMER_PORT", "streamer_port", "8001", _int(1, 65535),
-            "Port of the streamer (SSE)."),
-    Setting("HERALD_STREAMER_PROCESSES", "streamer_processes", "1", _int(1, 256),
-            "Streamer processes sharing the port (SO_REUSEPORT); one Redis subscription each."),
-    Setting("HERALD_STREAMER_URL", "streamer_url", None, _url(_HTTP),
-            "Where clients reach the streamer; defaults to http://HOST:PORT of the streamer."),
-    Setting("HERALD_FLOWER_PORT", "flower_port", "5555", _int(1, 65535),
-            "Port of Flower in `herald run`."),
-    Setting("HERALD_FLOWER_AUTH", "flower_auth", None, _basic_auth,
-            "Flower basic auth as `user:password`, given to Flower in its environment. "
-            "Dev: `herald:<generated>`.", secret=True),
-    Setting("HERALD_WORKER_POOL", "worker_pool", "prefork", _choice("prefork", "gevent", "solo",
-                                                                    "threads"),
-            "Celery pool of the worker in `herald run` (given on the command line)."),
-    Setting("HERALD_WORKER_CONCURRENCY", "worker_concurrency", "2", _int(1, 1000),
-            "Celery worker concurrency in `herald run`."),
-    Setting("HERALD_HEARTBEAT", "heartbeat", "15", _float(0.05, 300),
-            "Seconds between SSE heartbeat comments (keep under proxies' 30-60 s idle limit)."),
-    Setting("HERALD_RETRY_MS", "retry_ms", "3000", _int(100, 600_000),
-            "`retry:` hint sent to EventSource clients, in milliseconds."),
-    Setting("HERALD_TOKEN_ALGORITHMS", "token_algorithms", "HS256", _algorithms,
-            "Signature algorithms accepted for subscriber tokens (HMAC only, never `none`); "
-            "tokens are minted with the first."),
-    Setting("HERALD_API_KEY", "api_key", None, _text,
-            "API key the CLI sends to the API. Dev: the key `herald run` keeps in "
-            "$HERALD_HOME/apikey.", secret=True),
-    Setting("HERALD_PUBLISH_RATE", "publish_rate", "50", _float(0.01, 1_000_000),
-            "Sends, publishes and job starts per second allowed per API key."),
-    Setting("HERALD_PUBLISH_BURST", "publish_burst", "100", _int(1, 10_000_000),
-            "Requests an API key may make at once before HERALD_PUBLISH_RATE applies."),
-    Setting("HERALD_MAX_CONNECTIONS_PER_USER", "max_connections_per_user", "20",
-            _int(1, 100_000), "Open streams one user may hold on one streamer process."),
-    Setting("HERALD_CORS_ORIGINS", "cors_origins", "", _origins,
-            "Comma-separated origins (`https://app.example.com`) allowed to call the API "
-            "and the streamer from a browser; empty allows none, `*` any."),
-    Setting("HERALD_TOKEN_TTL", "token_ttl", "3600", _int(1, 31_536_000),
-            "Default lifetime of a minted subscriber token, in seconds."),
-    Setting("HERALD_TOKEN_MAX_TTL", "token_max_ttl", "86400", _int(1, 31_536_000),
-            "Longest lifetime a token may be minted with, in seconds."),
-    Setting("HERALD_MAX_TOPICS", "max_topics", "32", _int(1, 1024),
-            "Topics one SSE connection may subscribe to."),
-    Setting("HERALD_MAX_RECIPIENTS", "max_recipients", "1000", _int(1, 100_000),
-            "Recipients one notification may name (use a topic for more)."),
-    Setting("HERALD_CLIENT_BUFFER", "client_buffer", "262144", _int(1024, 1 << 30),
-            "Bytes a slow SSE client may fall behind before it is disconnected."),
-    Setting("HERALD_SEND_BUFFER", "send_buffer", "262144", _int(0, 1 << 26),
-            "Kernel send buffer per SSE socket in bytes (bounds what a stalled client pins "
-            "in kernel memory); 0 keeps the kernel's autotuning."),
-    Setting("HERALD_REPLAY_MAX", "replay_max", "1000", _int(1, 100_000),
-            "Most events replayed to one resuming client per topic; past them the replay "
-            "ends with a `reset` event."),
-    Setting("HERALD_REPLAY_MAX_BYTES", "replay_max_bytes", "8388608",
-            _int(65_536, 1 << 31),
-            "Most bytes of events (envelopes) replayed to one resuming client, all topics "
-            "together; past them the replay ends with a `reset` event."),
-    Setting("HERALD_REPLAY_CONCURRENCY", "replay_concurrency", "8", _int(1, 64),
-            "Replays one streamer process reads from Redis at once; others wait their turn "
-            "(a replay holds a slot while it reads a page, not while its client reads)."),
-    Setting("HERALD_DRAIN_SECONDS", "drain_seconds", "3", _float(0, 300),
-            "On SIGTERM the streamer closes its clients spread over this many seconds, so "
-            "their reconnections do not all land at once."),
-    Setting("HERALD_HISTORY_MAXLEN", "history_maxlen", "1000", _int(1, 10_000_000),
-            "Events kept per topic in the replayable history (approximate, Redis `~`)."),
-    Setting("HERALD_HISTORY_TTL", "history_ttl", "86400", _int(1, 31_536_000),
-            "Seconds an event stays in a topic's history."),
-    Setting("HERALD_INBOX_MAX", "inbox_max", "500", _int(1, 100_000),
-            "Newest inbox entries kept per user."),
-    Setting("HERALD_RETENTION", "retention", "2592000", _int(60, 315_360_000),
-            "Seconds notification and job records (and idle inboxes) are kept."),
-    Setting("HERALD_TASK_TIME_LIMIT", "task_time_limit", "600", _int(5, 86_400),
-            "Hard time limit of a Celery task, in seconds."),
-    Setting("HERALD_VISIBILITY_TIMEOUT", "visibility_timeout", "900", _int(10, 172_800),
-            "Redis broker: seconds before an unacknowledged task (its worker died) is "
-            "delivered again; must exceed HERALD_TASK_TIME_LIMIT."),
-    Setting("HERALD_RESTORE_INTERVAL", "restore_interval", "5", _int(1, 3600),
-            "Redis broker: seconds between workers' sweeps for tasks to deliver again."),
-    Setting("HERALD_LOG_LEVEL", "log_level", "INFO",
-            _choice("DEBUG", "INFO", "WARNING", "ERROR"), "Log level of every service."),
-)
-
-
-@dataclass(frozen=True)
-class Config:
-    """The validated settings of one process; see ``SETTINGS`` for each field."""
-
-    env: str
-    home: Path
-    secret: str
-    prefix: str
-    redis_url: str
-    broker_url: str
-    api_host: str
-    api_port: int
-    api_workers: int
-    api_head_timeout: int
-    api_url: str
-    streamer_host: str
-    streamer_port: int
-    streamer_processes: int
-    streamer_url: str
-    flower_port: int
-    flower_auth: str
-    worker_pool: str
-    worker_concurrency: int
-    heartbeat: float
-    retry_ms: int
-    token_algorithms: tuple[str, ...]
-    api_key: str | None
-    publish_rate: float
-    publish_burst: int
-    max_connections_per_user: int
-    cors_origins: tuple[str, ...]
-    token_ttl: int
-    token_max_ttl: int
-    max_topics: int
-    max_recipients: int
-    client_buffer: int
-    send_buffer: int
-    replay_max: int
-    replay_max_bytes: int
-    replay_concurrency: int
-    drain_seconds: float
-    history_maxlen: int
-    history_ttl: int
-    inbox_max: int
-    retention: int
-    task_time_limit: int
-    visibility_timeout: int
-    restore_interval: int
-    log_level: str
-
-    @property
-    def production(self) -> bool:
-        return self.env == "production"
-
-    def replace(self, **changes: Any) -> Config:
-        """A copy with some fields changed (tests use it for short heartbeats)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        values.update(changes)
-        return Config(**values)
-
-
-def load(environ: Mapping[str, str] | None = None) -> Config:
-    """Read and validate every setting; raise ``ConfigError`` listing all problems."""
-    env = os.environ if environ is None else environ
-    values, problems = _parse_all(env)
-    if values.get("env") == "production":
-        problems += [
-            f"{s.env} is required when HERALD_ENV=production: {s.doc}"
-            for s in SETTINGS
-            if s.required_in_production and not env.get(s.env)
-        ]
-    problems += _inconsistencies(values)
-    if problems:
-        raise ConfigError("; ".join(problems))
-    return _complete(values)
-
-
-def _inconsistencies(values: dict[str, Any]) -> list[str]:
-    limit, visibility = values.get("task_time_limit"), values.get("visibility_timeout")
-    if limit and visibility and visibility <= limit:
-        return [f"HERALD_VISIBILITY_TIMEOUT={visibility} must exceed "
-                f"HERALD_TASK_TIME_LIMIT={limit}, or running tasks are delivered twice"]
-    return []
-
-
-def _parse_all(env: Mapping[str, str]) -> tuple[dict[str, Any], list[str]]:
-    values: dict[str, Any] = {}
-    problems: list[str] = []
+def markdown_table() -> str:
+    """The README's configuration table: one row per setting, in declaration order."""
+    rows = ["| Variable | Default | Meaning |", "|---|---|---|"]
     for setting in SETTINGS:
-        raw = env.get(setting.env) or setting.default
-        if raw is None:
-            values[setting.attr] = None
-            continue
-        try:
-            values[setting.attr] = setting.parse(raw)
-        except ValueError as exc:
-            problems.append(f"{setting.env}={shown(setting, raw)!r} {_rule(exc)}")
-    return values, problems
+        required = " **Required in production.**" if setting.required_in_production else ""
+        rows.append(f"| `{setting.env}` | {setting.default} | {setting.doc}{required} |")
+    return "\n".join(rows) + "\n"
 
 
-def _rule(exc: ValueError) -> str:
-    text = str(exc)
-    return text if text.startswith("must") else f"must be valid ({text})"
-
-
-def _complete(values: dict[str, Any]) -> Config:
-    home = Path(values["home"]).expanduser().resolve()
-    production = values["env"] == "production"
-    values["home"] = home
-    values["secret"] = _secret(values["secret"], home, production)
-    values["broker_url"] = values["broker_url"] or values["redis_url"]
-    values["api_url"] = values["api_url"] or f"http://{_host(values['api_host'])}:{values['api_port']}"
-    values["streamer_url"] = values["streamer_url"] or (
-        f"http://{_host(values['streamer_host'])}:{values['streamer_port']}"
-    )
-    values["flower_auth"] = values["flower_auth"] or _dev_flower_auth(home, production)
-    if not values["api_key"] and not production:
-        values["api_key"] = _read(home / DEV_API_KEY_FILE)
-    return Config(**values)
-
-
-def _host(bind: str) -> str:
-    return "127.0.0.1" if bind in ("0.0.0.0", "::", "") else bind
-
-
-def _secret(secret: str | None, home: Path, production: bool) -> str:
-    if secret is not None:
-        if len(secret) < MIN_SECRET_LENGTH:
-            raise ConfigError(f"HERALD_SECRET must be at least {MIN_SECRET_LENGTH} characters")
-        if production and secret == _read(home / DEV_SECRET_FILE):
-            raise ConfigError("HERALD_SECRET is the generated dev secret; set a real one")
-        return secret
-    return _generated(home / DEV_SECRET_FILE, lambda: secrets.token_urlsafe(48))
-
-
-def _dev_flower_auth(home: Path, production: bool) -> str:
-    if production:
-        return ""
-    return "herald:" + _generated(home / DEV_FLOWER_FILE, lambda: secrets.token_urlsafe(12))
+def as_environ(config: Config) -> dict[str, str]:
+    """Environment variables that make a child process load the same ``config``."""
+    out: dict[str, str] = {}
+    for setting in SETTINGS:
+        value = getattr(config, setting.attr)
+        if isinstance(value, tuple):
+            value = ",".join(value)
+        if isinstance(value, float):
+            value = repr(value)
+        if value is not None:
+            out[setting.env] = str(value)
+    return out
 
 
 def _read(path: Path) -> str | None:
@@ -435,26 +569,3 @@ def _generated(path: Path, make: Callable[[], str]) -> str:
     finally:
         tmp.unlink()
     return _read(path) or ""
-
-
-_cached: Config | None = None
-
-
-def get() -> Config:
-    """The process-wide configuration, loaded on first use."""
-    global _cached
-    if _cached is None:
-        _cached = load()
-    return _cached
-
-
-def as_environ(config: Config) -> dict[str, str]:
-    """Environment variables that make a child process load the same ``config``."""
-    out: dict[str, str] = {}
-    for setting in SETTINGS:
-        value = getattr(config, setting.attr)
-        if isinstance(value, tuple):
-            value = ",".join(value)
-        if value is not None:
-            out[setting.env] = str(value)
-    return out

@@ -96,7 +96,7 @@ class Keys:
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
 
-    # Celery, on whichever broker: see celeryconfig.
+    # Celery, on whichever broker: see tasks.settings.
     @property
     def task_queue(self) -> str:
         """The queue every task goes to (a RabbitMQ queue, or a list under ``broker_keyprefix``)."""

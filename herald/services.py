@@ -1,13 +1,16 @@
-"""The objects a Herald process works with, built once from its configuration."""
+"""The objects a Herald process works with, built from the ``Config`` it was given.
+
+There is no process-wide default: each entry point builds its ``Services`` from the
+configuration it loaded and passes them on (the API keeps them on its Flask app, a
+streamer in its service, a Celery app for its tasks: ``tasks.factory.services_of``).
+"""
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 
 import redis
 
-from herald import config as herald_config
 from herald.apikeys import ApiKeyStore
 from herald.config import Config
 from herald.connection import client
@@ -55,9 +58,3 @@ def build(config: Config, redis_client: redis.Redis | None = None) -> Services:
         revocations=Revocations(redis_client, keys),
         limiter=RateLimiter(redis_client, keys, config.publish_rate, config.publish_burst),
     )
-
-
-@functools.cache
-def default() -> Services:
-    """The services of this process, from the environment's configuration."""
-    return build(herald_config.get())

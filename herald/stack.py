@@ -70,7 +70,7 @@ def services(cfg: Config) -> list[Service]:
             "--workers", str(cfg.api_workers), *API_WORKER,
             "--keep-alive", str(cfg.api_head_timeout), *API_HEAD_LIMITS,
             "--control-socket", str(cfg.home / f"gunicorn-api-{cfg.api_port}.ctl"),
-            "--graceful-timeout", "5", "--access-logfile", "-", "api:create_app()",
+            "--graceful-timeout", "5", "--access-logfile", "-", "api.wsgi:from_environment()",
         ], f"{cfg.api_url}/healthz"),
         Service("worker", [
             python, "-m", "celery", "-A", "tasks.app", "worker",

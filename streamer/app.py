@@ -65,7 +65,6 @@ from streamer.transport import Transport
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT = 5.0
 
 
 class Streamer:
@@ -177,7 +176,8 @@ class Streamer:
                           f"{self.config.max_connections_per_user} streams open here",
                           "token", headers={"Retry-After": "5"})
         client = Client(grant.user, grant.token_id, topics, self.config.client_buffer,
-                        peer=request.peer, transport=transport)
+                        write_timeout=self.config.write_timeout, peer=request.peer,
+                        transport=transport)
         client.grant = grant
         return client
 
@@ -216,7 +216,7 @@ class Streamer:
         try:
             # Subscribed, with a known start: this process has dispatched every event
             # of these topics up to ``start`` (their subscriptions' recorded starts).
-            start = self.hub.wait_positions(client.topics, SUBSCRIBE_TIMEOUT)
+            start = self.hub.wait_positions(client.topics, self.config.subscribe_timeout)
             if start is None:
                 raise BadRequest(503, "unavailable", "not subscribed to Redis yet; retry",
                                  headers={"Retry-After": "1"})
@@ -225,7 +225,7 @@ class Streamer:
                 # Events up to the plan's end may still be on their way through pub/sub:
                 # wait until they have been dispatched (to the joining client, which
                 # drops them), so none comes twice.
-                self.broker.barrier().get(timeout=SUBSCRIBE_TIMEOUT)
+                self.broker.barrier().get(timeout=self.config.subscribe_timeout)
         except (BadRequest, redis.RedisError, ConnectionError, gevent.Timeout) as exc:
             self.hub.remove(client)
             error = exc if isinstance(exc, BadRequest) else BadRequest(

@@ -70,7 +70,6 @@ from streamer.websocket import MAX_MESSAGE, error_reply, reply
 
 log = logging.getLogger(__name__)
 
-SUBSCRIBE_TIMEOUT = 5.0
 MAX_QUEUED = 16  # commands waiting per connection: a page's burst, not a backlog
 MAX_QUEUED_BYTES = MAX_MESSAGE  # their text: a waiting command costs no more than that
 RATE = 20.0  # commands per second per connection, far above what a person clicks
@@ -241,7 +240,7 @@ class Commands:
         wanted = access.admit(client.grant, (*client.topics, *_topics(message)),
                               self.config.max_topics)
         self.hub.retopic(client, wanted)
-        if self.broker.wait_ready(client.topics, SUBSCRIBE_TIMEOUT):
+        if self.broker.wait_ready(client.topics, self.config.subscribe_timeout):
             client.send(reply(op, ref, topics=list(client.topics)))
         else:
             client.send(error_reply(op, ref, "unavailable", "not subscribed to Redis yet; "

@@ -15,8 +15,9 @@ a third cheaper than one at a time), then ``handler`` each request in turn.
 Guarantees:
 - a request head larger than ``max_head`` bytes is answered 431 and closed;
 - a malformed request head is answered 400 with a JSON error (``streamer.protocol``);
-- a connection that has not completed its head within ``head_timeout`` seconds is
-  closed (slowloris), checked every second;
+- a connection that has not completed its head within ``head_timeout`` seconds
+  (``HERALD_STREAMER_HEAD_TIMEOUT``) is closed (slowloris), checked every second, or
+  every ``head_timeout`` if that is shorter;
 - a connection that closes before completing its head is dropped quietly;
 - running out of file descriptors pauses accepting for a moment instead of spinning.
 """
@@ -195,7 +196,7 @@ class Listener:
     def _sweep(self) -> None:
         """Close connections that did not finish their request head in time."""
         while True:
-            gevent.sleep(1.0)
+            gevent.sleep(min(1.0, self.head_timeout))
             now = time.monotonic()
             late = [p for p in self.pending.values() if p.deadline <= now]
             for pending in late:

@@ -15,7 +15,9 @@ It keeps every promise of ``streamer.broker.Broker``; in particular:
 - ``barrier()`` is set once every message Redis sent before it was asked for has been
   handed to ``deliver`` (a PING answered on the subscription connection, whose reply
   Redis queues behind those messages);
-- a connection that goes silent (no reply to the keep-alive PING) is treated as lost;
+- an idle connection is sent a PING every ``keepalive`` seconds, and one that stays
+  silent for ``silence`` seconds (no byte, not even the PING's reply) is treated as
+  lost (``HERALD_PUBSUB_KEEPALIVE``, ``HERALD_PUBSUB_SILENCE``);
 - ``ready`` / ``wait_ready`` become true only once Redis has confirmed the
   subscriptions, so a client whose handshake succeeded receives every event published
   after it.
@@ -41,8 +43,6 @@ from streamer.pubsub import PubSubConnection, PubSubError, pack
 log = logging.getLogger(__name__)
 
 BATCH = 1000  # channels per SUBSCRIBE command
-KEEPALIVE = 15.0  # seconds between PINGs on an otherwise idle connection
-SILENCE = 3 * KEEPALIVE  # no byte for this long: the connection is dead
 
 
 class RedisBroker:
@@ -54,7 +54,8 @@ class RedisBroker:
     """
 
     def __init__(self, redis_url: str, keys: Keys, deliver: Callable[[Batch], None],
-                 *, max_backoff: float = 5.0,
+                 *, max_backoff: float = 5.0, keepalive: float = 15.0,
+                 silence: float = 45.0,
                  on_resync: Callable[[], None] | None = None,
                  on_subscribed: Callable[[list[str]], None] | None = None,
                  on_control: Callable[[bytes], None] | None = None) -> None:
@@ -73,6 +74,8 @@ class RedisBroker:
         self._passed: list[gevent.event.AsyncResult] = []  # reached while resyncing
         self._tokens = itertools.count(1)
         self._max_backoff = max_backoff
+        self._keepalive_every = keepalive  # seconds between PINGs on an idle connection
+        self._silence = silence  # no byte for this long: the connection is dead
         self._wanted: set[str] = set()
         self._subscribed: set[str] = set()
         self._confirmed: set[str] = set()
@@ -191,7 +194,7 @@ class RedisBroker:
     def _sync(self, connection: PubSubConnection) -> None:
         """Bring the subscriptions in line with what clients want; keep the link alive."""
         while True:
-            self._changed.wait(KEEPALIVE)
+            self._changed.wait(self._keepalive_every)
             if not self._changed.is_set():
                 self._keepalive(connection)
                 continue
@@ -211,8 +214,8 @@ class RedisBroker:
                 connection.send(pack(b"UNSUBSCRIBE", *(self._keys.channel(t) for t in batch)))
 
     def _keepalive(self, connection: PubSubConnection) -> None:
-        if time.monotonic() - self._last_read > SILENCE:
-            raise PubSubError(f"no reply from Redis for {SILENCE:.0f}s")
+        if time.monotonic() - self._last_read > self._silence:
+            raise PubSubError(f"no reply from Redis for {self._silence:g}s")
         connection.send(pack(b"PING"))
 
     def _handle(self, reply: Any, batch: Batch) -> None:

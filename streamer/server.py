@@ -6,7 +6,12 @@ goodbye for a stopping server (an SSE ``retry:`` hint, a WebSocket close frame 1
 so their reconnections (with ``Last-Event-ID``, to a sibling streamer) are spread out;
 events keep flowing to those not yet disconnected. Then the Redis subscription is
 closed and the process exits with status 0. A revoked token's streams are closed at
-once (``Ending.REVOKED``: a WebSocket with a close frame 1008).
+once (``Ending.REVOKED``: a WebSocket with a close frame 1008), or within
+``HERALD_REVOCATION_POLL`` seconds when the notice was lost.
+
+``main`` is the streamer's entry point and the one place it reads its configuration
+(``herald.config.load``; a bad setting exits with one line naming it); every component
+gets its settings from the ``Config`` passed to ``StreamerService``.
 """
 
 from __future__ import annotations
@@ -24,10 +29,9 @@ import gevent
 import gevent.event
 import redis
 
-from herald import config as herald_config
 from herald import logs, services
 from herald.access import DenySet
-from herald.config import Config
+from herald.config import Config, load
 from herald.errors import ConfigError
 from herald.event import id_key
 from herald.keys import Keys
@@ -48,7 +52,6 @@ log = logging.getLogger(__name__)
 
 BACKLOG = 4096
 DRAIN_SLICES = 20  # clients are closed in this many steps over the drain period
-REVOCATION_POLL = 3.0  # seconds between rereads of the deny list
 REDIS_CONNECTIONS = 16  # per pool, for history reads and client commands
 STOPPING = "server stopping; reconnect"
 
@@ -66,8 +69,10 @@ class StreamerService:
         self.history = History(bounded, keys, config.history_ttl, config.replay_max,
                                config.replay_max_bytes)
         self.broker = RedisBroker(config.redis_url, keys, self._dispatch,
-                             on_resync=self._fill_gaps, on_subscribed=self._subscribed,
-                             on_control=self._control)
+                                  keepalive=config.pubsub_keepalive,
+                                  silence=config.pubsub_silence,
+                                  on_resync=self._fill_gaps, on_subscribed=self._subscribed,
+                                  on_control=self._control)
         self.hub = Hub(self.broker.want, self.broker.unwant)
         self.revocations = Revocations(bounded, keys)
         self.revoked = DenySet()  # asked by every token check (``herald.access.Gate``)
@@ -77,7 +82,8 @@ class StreamerService:
             decode_responses=True))
         self.app.commands = Commands(config, self.hub, self.broker,
                                      services.build(config, decoded), self.app.gate)
-        self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens)
+        self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens,
+                                 head_timeout=config.streamer_head_timeout)
         self.stopping = False
         self.stopped = gevent.event.Event()
 
@@ -112,11 +118,12 @@ class StreamerService:
             try:
                 current = self.revocations.current()
             except redis.RedisError:
-                log.warning("cannot read revoked tokens; retrying in %.0fs", REVOCATION_POLL)
+                log.warning("cannot read revoked tokens; retrying in %gs",
+                            self.config.revocation_poll)
             else:
                 self._revoke(current)
                 self.revoked &= current  # forget entries that expired
-            gevent.sleep(REVOCATION_POLL)
+            gevent.sleep(self.config.revocation_poll)
 
     def _subscribed(self, topics: list[str]) -> None:
         gevent.spawn(self._record_starts, topics)
@@ -214,7 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     """Serve until SIGTERM or SIGINT, then exit 0."""
     args = parse_args(argv)
     try:
-        config = herald_config.get()
+        config = load()
     except ConfigError as exc:
         sys.exit(f"herald streamer: configuration error: {exc}")
     logs.setup(config.log_level)

@@ -1,4 +1,11 @@
-"""The Celery application of Herald, configured by ``celeryconfig``.
+"""The entry point of ``celery -A tasks.app`` (worker, Flower, inspect): ``app``.
+
+``app`` is a ``tasks.factory.HeraldCelery`` configured from the environment
+(``herald.config.load``) once, when Celery first needs a setting, not when this module
+is imported. A bad setting ends the command with one line naming the variable and the
+rule (``Error: configuration error: ...``), not a traceback. This is the only Celery app
+built from the environment; the API builds its own from its ``Config`` with
+``make_celery``.
 
 Run a worker with ``celery -A tasks.app worker`` (add ``-P gevent`` on the command line
 for a gevent pool; set in configuration only, it would leave the process unpatched).
@@ -6,20 +13,20 @@ for a gevent pool; set in configuration only, it would leave the process unpatch
 
 from __future__ import annotations
 
-import redis
-from celery import Celery
+import click
 
-app = Celery("herald")
-app.config_from_object("celeryconfig")
+from herald import config as herald_config
+from herald.config import Config
+from herald.errors import ConfigError
+from tasks.factory import HeraldCelery
 
-# The retry policy of tasks whose work is Redis writes: retried with capped, jittered
-# backoff while Redis is unreachable, and at once after a lost worker process (the
-# tasks are idempotent, so running again is safe).
-RETRY_ON_REDIS = {
-    "autoretry_for": (redis.ConnectionError, redis.TimeoutError),
-    "retry_backoff": True,
-    "retry_backoff_max": 60,
-    "retry_jitter": True,
-    "max_retries": 10,
-    "default_retry_delay": 1,
-}
+
+def _from_environment() -> Config:
+    try:
+        return herald_config.load()
+    except ConfigError as exc:
+        # Celery's command line prints a ClickException as one line and exits 1.
+        raise click.ClickException(f"configuration error: {exc}") from None
+
+
+app = HeraldCelery(_from_environment, set_as_current=True)

@@ -1,15 +1,14 @@
-"""``publish``: fan out an event from any Python process configured by its environment.
+"""``publish``: fan out an event from a script or a test, configured by its environment.
 
-A shortcut to the ``Publisher`` of the process-wide services (``herald.services``), for
-scripts and tests; see ``herald.publisher`` for the delivery guarantee. The API, the
-workers and the CLI call their own ``Services.publisher``, the same code.
+Code that has ``Services`` publishes with ``services.publisher.publish`` (the API, the
+tasks, the CLI), the same code; see ``herald.publisher`` for the delivery guarantee.
+``publish`` is for code that has none: it uses the services of ``tasks.app.app``, the
+Celery entry point configured from the environment.
 """
 
 from __future__ import annotations
 
 from typing import Any
-
-from herald import services
 
 
 def publish(topic: str, data: Any, type: str = "message", key: str | None = None) -> str:
@@ -19,4 +18,6 @@ def publish(topic: str, data: Any, type: str = "message", key: str | None = None
     ``herald.errors.InvalidEvent`` naming the bad field before anything is sent, and
     ``redis.RedisError`` when Redis cannot be reached.
     """
-    return services.default().publisher.publish(topic, data, type, key)
+    from tasks.app import app  # the entry point: configured from the environment
+
+    return app.services.publisher.publish(topic, data, type, key)

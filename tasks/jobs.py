@@ -10,13 +10,15 @@ publishes it and the other is a no-op. Every event's data is
 ``{"job_id", "kind", "state", "done", "total"}`` plus ``result`` or ``error`` at the end.
 A task redelivered after its worker died runs again and publishes ``job.started`` again.
 
-A job the broker refuses is not a job: ``submit`` removes its record and publishes
-nothing. Lifecycle events are best effort: when Redis refuses them, the job still runs
-and the failure is logged.
+A job the broker refuses is not a job: ``submit`` (which sends the task through the
+producer's Celery app) removes its record and publishes nothing. Lifecycle events are
+best effort: when Redis refuses them, the job still runs and the failure is logged. A
+job task reaches Redis through its app's services (``tasks.factory.services_of``).
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from collections.abc import Callable
@@ -24,18 +26,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from celery import Task
+from celery import Celery, Task, shared_task
 from kombu.exceptions import OperationalError
 from pydantic import BaseModel
 
-from herald import services
 from herald.errors import DispatchError
 from herald.event import user_topic
 from herald.ids import new_id
 from herald.jobs import FAILED, QUEUED, RETRYING, STARTED, SUCCEEDED
 from herald.services import Services
 from herald.times import now_ms
-from tasks.app import app
+from tasks.factory import services_of
+from tasks.settings import TASK_MODULES
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +56,9 @@ KINDS: dict[str, JobKind] = {}
 
 
 def kinds() -> dict[str, JobKind]:
-    """Every registered job kind, importing the task modules listed in celeryconfig."""
-    app.loader.import_default_modules()
+    """Every registered job kind, importing the task modules (``TASK_MODULES``)."""
+    for module in TASK_MODULES:
+        importlib.import_module(module)
     return KINDS
 
 
@@ -64,7 +67,7 @@ def job_kind(name: str, params: type[BaseModel],
     """Register a bound Celery task on ``JobTask`` as the job kind ``name``."""
 
     def register(func: Callable[..., Any]) -> Task:
-        task = app.task(base=JobTask, bind=True, name=name, default_retry_delay=1)(func)
+        task = shared_task(base=JobTask, bind=True, name=name, default_retry_delay=1)(func)
         KINDS[name] = JobKind(name, task, params, description)
         return task
 
@@ -77,7 +80,7 @@ class JobTask(Task):
     def before_start(self, task_id: str, args: tuple, kwargs: dict) -> None:
         if not self.request.retries:
             try:
-                _announce_queued(services.default(), task_id)
+                _announce_queued(services_of(self), task_id)
             except redis.RedisError:
                 log.warning("job %s: could not publish job.queued", task_id, exc_info=True)
         self._transition(task_id, STARTED, started_at=now_ms(), error="")
@@ -100,7 +103,7 @@ class JobTask(Task):
 
     def _transition(self, job_id: str, state: str, event: str | None = None,
                     **fields: Any) -> None:
-        svc = services.default()
+        svc = services_of(self)
         event_type = event or f"job.{state}"
         # One event per transition and attempt, even if Redis drops a reply and the
         # client retries the publish.
@@ -137,8 +140,10 @@ def _announce_queued(svc: Services, job_id: str) -> None:
     _announce(svc, job_id, "job.queued", f"job:{job_id}:queued", state=QUEUED)
 
 
-def submit(svc: Services, kind: str, params: dict[str, Any], owner: str) -> str:
-    """Record a job, dispatch it and publish ``job.queued`` to its owner; return its id.
+def submit(svc: Services, celery: Celery, kind: str, params: dict[str, Any],
+           owner: str) -> str:
+    """Record a job, send it through ``celery`` and publish ``job.queued`` to its owner;
+    return its id.
 
     ``params`` must already be validated by the kind's model. Raises ``DispatchError``
     when the broker cannot take the task: the record is then removed and nothing is
@@ -149,7 +154,7 @@ def submit(svc: Services, kind: str, params: dict[str, Any], owner: str) -> str:
     job_id = new_id("j")
     svc.jobs.create(job_id, kind, params, owner)
     try:
-        KINDS[kind].task.apply_async(kwargs=params, task_id=job_id)
+        celery.send_task(KINDS[kind].name, kwargs=params, task_id=job_id)
     except OperationalError as exc:
         svc.jobs.delete(job_id)
         raise DispatchError(f"broker unavailable: {exc}") from exc

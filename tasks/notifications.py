@@ -1,7 +1,8 @@
 """Delivering notifications: inbox entries plus one event per destination.
 
 ``deliver`` is a plain function; ``send_notification`` is the Celery task around it,
-which owns retries.
+which owns retries and takes its services from its app (``services_of``); ``submit``
+stores a notification and sends that task through the producer's Celery app.
 
 Guarantee (idempotency): for each destination topic, recording the delivery, writing
 the inbox entry and publishing the event happen in one Lua script guarded by the
@@ -18,10 +19,9 @@ import logging
 from typing import Any
 
 import redis
-from celery import Task
+from celery import Celery, Task, shared_task
 from kombu.exceptions import OperationalError
 
-from herald import services
 from herald.errors import DispatchError
 from herald.event import USER_TOPIC_PREFIX, encode_body
 from herald.inbox import INBOX_ADD_FUNCTION
@@ -29,11 +29,12 @@ from herald.notifications import DELIVERED, FAILED, SENDING, Created, NewNotific
 from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
 from herald.times import iso
-from tasks.app import RETRY_ON_REDIS, app
+from tasks.factory import RETRY_ON_REDIS, services_of
 
 log = logging.getLogger(__name__)
 
 EVENT_TYPE = "notification"
+SEND_NOTIFICATION = "herald.send_notification"  # the task's name on the broker
 
 # KEYS: clock, stream, floor, state, events, inbox, unread
 # ARGV: channel, rest, maxlen, ttl_ms, destination, notification id, retention,
@@ -125,20 +126,21 @@ class NotificationTask(Task):
         notification_id = kwargs.get("notification_id") or (args[0] if args else None)
         if notification_id:
             try:
-                services.default().notifications.set_status(notification_id, FAILED,
-                                                            f"{type(exc).__name__}: {exc}")
+                services_of(self).notifications.set_status(notification_id, FAILED,
+                                                           f"{type(exc).__name__}: {exc}")
             except redis.RedisError:
                 log.exception("could not mark notification %s failed", notification_id)
 
 
-@app.task(base=NotificationTask, name="herald.send_notification", **RETRY_ON_REDIS)
-def send_notification(notification_id: str) -> dict[str, str]:
+@shared_task(base=NotificationTask, bind=True, name=SEND_NOTIFICATION, **RETRY_ON_REDIS)
+def send_notification(self: Task, notification_id: str) -> dict[str, str]:
     """Deliver notification ``notification_id`` (idempotent; see ``deliver``)."""
-    return deliver(services.default(), notification_id)
+    return deliver(services_of(self), notification_id)
 
 
-def submit(svc: Services, new: NewNotification, idempotency_key: str | None = None) -> Created:
-    """Store a notification and dispatch its delivery; return its id.
+def submit(svc: Services, celery: Celery, new: NewNotification,
+           idempotency_key: str | None = None) -> Created:
+    """Store a notification and send its delivery task through ``celery``; return its id.
 
     A repeated ``idempotency_key`` stores and dispatches nothing (see
     ``NotificationStore.create``). Raises ``DispatchError`` when the broker cannot take
@@ -148,8 +150,8 @@ def submit(svc: Services, new: NewNotification, idempotency_key: str | None = No
     if not created.created:
         return created
     try:
-        send_notification.apply_async(kwargs={"notification_id": created.id},
-                                      task_id=created.id)
+        celery.send_task(SEND_NOTIFICATION, kwargs={"notification_id": created.id},
+                         task_id=created.id)
     except OperationalError as exc:
         svc.notifications.discard(created.id, idempotency_key)
         raise DispatchError(f"broker unavailable: {exc}") from exc

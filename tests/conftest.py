@@ -51,6 +51,7 @@ os.environ.update({
     "CELERY_BROKER_URL": f"{REDIS_BASE}/14",
     "HERALD_HEARTBEAT": "0.5",
     "HERALD_RETRY_MS": "500",
+    "HERALD_REVOCATION_POLL": "0.5",  # a lost revocation notice costs 0.5 s, not 3
     "HERALD_LOG_LEVEL": "INFO",
     "HERALD_PUBLISH_RATE": "100000",
     "HERALD_PUBLISH_BURST": "100000",
@@ -89,7 +90,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 @pytest.fixture(scope="session")
 def config() -> Config:
-    return herald_config.get()
+    return herald_config.load()
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +102,7 @@ def keys(config: Config) -> Keys:
 def services(config: Config) -> Services:
     from herald import services as herald_services
 
-    return herald_services.default()
+    return herald_services.build(config)
 
 
 @pytest.fixture(scope="session")

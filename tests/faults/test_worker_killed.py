@@ -19,11 +19,14 @@ pytestmark = pytest.mark.faults
 
 RECIPIENTS = 3000
 SUBMIT = """
-from herald import services
+from herald import config, services
 from herald.notifications import NewNotification
+from tasks.factory import make_celery
 from tasks.notifications import submit
+cfg = config.load()
 users = [f"u{i}" for i in range(%d)]
-print(submit(services.default(), NewNotification(title="big", recipients=users)).id)
+new = NewNotification(title="big", recipients=users)
+print(submit(services.build(cfg), make_celery(cfg), new).id)
 """
 
 

@@ -48,7 +48,7 @@ def test_services_healthchecks_limits_and_auth():
     worker = services["worker"]["command"]
     assert worker[worker.index("-P") + 1] in ("prefork", "gevent")
     flower = " ".join(services["flower"]["command"])
-    assert "-A tasks.app flower" in flower, "Flower needs celeryconfig's names and prefix"
+    assert "-A tasks.app flower" in flower, "Flower needs tasks.settings' names and prefix"
     assert "ops:pw" not in flower, "a password on the command line is visible to all users"
     assert services["flower"]["environment"]["FLOWER_BASIC_AUTH"] == "ops:pw"
     assert all(str(p).startswith("127.0.0.1:") or p.get("host_ip") == "127.0.0.1"

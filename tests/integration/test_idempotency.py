@@ -6,7 +6,8 @@ import time
 
 import pytest
 
-from tasks.notifications import send_notification
+from tasks.app import app as celery_app
+from tasks.notifications import SEND_NOTIFICATION
 
 pytestmark = pytest.mark.usefixtures("clean", "worker")
 
@@ -51,9 +52,9 @@ def test_running_the_task_twice_delivers_once(api, subscribe, services, wait_idl
     notification_id = answer.json()["id"]
     assert alice.wait_for(1)
     # A redelivery of the same message, as acks_late gives after a lost worker.
-    send_notification.apply_async(kwargs={"notification_id": notification_id},
-                                  task_id=notification_id)
-    send_notification.apply_async(kwargs={"notification_id": notification_id})
+    celery_app.send_task(SEND_NOTIFICATION, kwargs={"notification_id": notification_id},
+                         task_id=notification_id)
+    celery_app.send_task(SEND_NOTIFICATION, kwargs={"notification_id": notification_id})
     wait_idle()
     time.sleep(0.3)
     assert len(alice.events) == 1

@@ -29,12 +29,14 @@ def test_notification_delivered_through_rabbitmq(subscribe, config):
     worker = start_worker(env, name="rabbit-worker")
     try:
         script = (
-            "from herald import services\n"
+            "from herald import config, services\n"
             "from herald.notifications import NewNotification\n"
+            "from tasks.factory import make_celery\n"
             "from tasks.notifications import submit\n"
-            "from tasks.app import app\n"
+            "cfg = config.load()\n"
+            "app = make_celery(cfg)\n"
             "assert app.conf.broker_url.startswith('amqp://'), app.conf.broker_url\n"
-            "print(submit(services.default(),"
+            "print(submit(services.build(cfg), app,"
             " NewNotification(title='via RabbitMQ', recipients=['alice'])).id)\n"
         )
         sent = subprocess.run([sys.executable, "-c", script], env=env, cwd=ROOT,
