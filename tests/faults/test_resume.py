@@ -65,7 +65,7 @@ def test_resume_replays_exactly_what_was_missed(streamer_on_own, own_redis, mint
                    headers={"Last-Event-ID": ids[3]}) as client:
         assert client.status == 200
         later = publisher.publish("user:bob", {"n": 10}, "note")
-        events = client.wait_for(7)
+        events = client.events_before(publisher.publish("user:bob", "sentinel", "sentinel"))
         assert [e.id for e in events] == [*ids[4:], later]
         assert [e.json()["data"]["n"] for e in events] == [4, 5, 6, 7, 8, 9, 10]
         assert client.parser.resumed == [{"replayed": 6, "from": ids[3]}]
