@@ -1,14 +1,29 @@
-"""Fixtures: a real Redis, a real Celery worker process, the API on a real HTTP server
-and a streamer process.
+"""Fixtures and helpers of the suite.
+
+Importing this module does nothing: no Redis is looked for or started and the
+environment is left alone, so ``tests/unit`` runs with no Redis at all (and its own
+conftest refuses sockets). Everything that needs Redis comes from session fixtures,
+set up the first time a test asks for ``config`` (directly or through ``rdb``,
+``clean``, ``worker``, ``streamer``, ...):
+
+- ``redis_base``: the Redis at ``REDIS_URL`` (default 127.0.0.1:6379) when it answers,
+  else an embedded ``redis-server`` started for the session;
+- ``child_env``: the environment of every child process (worker, streamer, API);
+- ``config``: the session's configuration; until the session ends it is also the
+  environment of the in-process code that still reads ``os.environ`` (the Celery app,
+  ``tasks.events.publish``).
 
 Isolation: data lives in Redis database 15 and the broker in 14, both flushed around
-each test; every key and channel carries a prefix unique to this session, since pub/sub
-channels are shared by all databases. When no Redis answers at ``REDIS_URL`` (default
-127.0.0.1:6379) an embedded ``redis-server`` is started for the session.
+each test (``clean``); every key and channel carries a prefix unique to this session,
+since pub/sub channels are shared by all databases.
+
+"Nothing arrived" is proven with a sentinel published after whatever must not arrive
+(``before_sentinel``, ``SSEClient.events_before``, ``unchanged``), never with a sleep.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 import sys
@@ -18,60 +33,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import httpx
 import pytest
+import redis
+
+from herald import config as herald_config
+from herald import processes
+from herald.config import Config
+from herald.keys import Keys
+from herald.services import Services
+from herald.stack import free_port
+from tests.sse import SSEClient, SSEEvent
 
 ROOT = Path(__file__).resolve().parent.parent
-_HOME = tempfile.mkdtemp(prefix="herald-test-")
-_embedded = None
+# Settings of the session's own, never inherited from the shell that runs the tests.
+_NOT_INHERITED = ("HERALD_SECRET", "HERALD_API_URL", "HERALD_STREAMER_URL", "HERALD_API_KEY",
+                  "HERALD_CORS_ORIGINS")
 
 
-def _test_redis_base() -> str:
-    """``redis://host:port`` of a Redis that answers, starting one if needed."""
-    global _embedded
-    from herald.connection import answers
-    from herald.embedded import EmbeddedRedis
-    from herald.stack import free_port
-
-    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
-    base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
-    if answers(base + "/15"):
-        return base
-    _embedded = EmbeddedRedis(free_port(), Path(_HOME) / "redis")
-    _embedded.start()
-    print(f"tests: no Redis at {base}; using an embedded one at {_embedded.url}")
-    return f"redis://127.0.0.1:{_embedded.port}"
-
-
-REDIS_BASE = _test_redis_base()
-os.environ.update({
-    "HERALD_ENV": "development",
-    "HERALD_HOME": _HOME,
-    "HERALD_PREFIX": f"herald-test-{secrets.token_hex(4)}",
-    "REDIS_URL": f"{REDIS_BASE}/15",
-    "CELERY_BROKER_URL": f"{REDIS_BASE}/14",
-    "HERALD_HEARTBEAT": "0.5",
-    "HERALD_RETRY_MS": "500",
-    "HERALD_REVOCATION_POLL": "0.5",  # a lost revocation notice costs 0.5 s, not 3
-    "HERALD_LOG_LEVEL": "INFO",
-    "HERALD_PUBLISH_RATE": "100000",
-    "HERALD_PUBLISH_BURST": "100000",
-})
-for _name in ("HERALD_SECRET", "HERALD_API_URL", "HERALD_STREAMER_URL", "HERALD_API_KEY",
-              "HERALD_CORS_ORIGINS"):
-    os.environ.pop(_name, None)
-
-import httpx  # noqa: E402
-import redis  # noqa: E402
-
-from herald import config as herald_config  # noqa: E402
-from herald import processes  # noqa: E402
-from herald.config import Config  # noqa: E402
-from herald.keys import Keys  # noqa: E402
-from herald.services import Services  # noqa: E402
-from herald.stack import free_port  # noqa: E402
-from tests.sse import SSEClient  # noqa: E402
-
-CHILD_ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
+@functools.cache
+def session_home() -> Path:
+    """This session's directory: ``HERALD_HOME`` of its processes, and their logs."""
+    return Path(tempfile.mkdtemp(prefix="herald-test-"))
 
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 0.05,
@@ -83,14 +66,76 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, every: float = 
         time.sleep(every)
 
 
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if _embedded is not None:
-        _embedded.stop()
+@pytest.fixture(scope="session")
+def redis_base() -> Iterator[str]:
+    """``redis://host:port`` of a Redis that answers: the one at ``REDIS_URL``, or an
+    embedded ``redis-server`` started for the session (and stopped at its end)."""
+    from herald.connection import answers
+    from herald.embedded import EmbeddedRedis
+
+    parts = urlsplit(os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
+    base = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    if answers(base + "/15"):
+        yield base
+        return
+    embedded = EmbeddedRedis(free_port(), session_home() / "redis")
+    embedded.start()
+    print(f"tests: no Redis at {base}; using an embedded one at {embedded.url}")
+    try:
+        yield f"redis://127.0.0.1:{embedded.port}"
+    finally:
+        embedded.stop()
 
 
 @pytest.fixture(scope="session")
-def config() -> Config:
-    return herald_config.load()
+def child_env(redis_base: str) -> dict[str, str]:
+    """The environment of every child process the tests start: data in database 15 and
+    the broker in 14 of ``redis_base``, a prefix of the session's own, short timings."""
+    inherited = {k: v for k, v in os.environ.items() if k not in _NOT_INHERITED}
+    return {
+        **inherited,
+        "HERALD_ENV": "development",
+        "HERALD_HOME": str(session_home()),
+        "HERALD_PREFIX": f"herald-test-{secrets.token_hex(4)}",
+        "REDIS_URL": f"{redis_base}/15",
+        "CELERY_BROKER_URL": f"{redis_base}/14",
+        "HERALD_HEARTBEAT": "0.5",
+        "HERALD_RETRY_MS": "500",
+        "HERALD_REVOCATION_POLL": "0.5",  # a lost revocation notice costs 0.5 s, not 3
+        "HERALD_LOG_LEVEL": "INFO",
+        "HERALD_PUBLISH_RATE": "100000",
+        "HERALD_PUBLISH_BURST": "100000",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+@pytest.fixture(scope="session")
+def config(child_env: dict[str, str]) -> Iterator[Config]:
+    """The session's configuration (that of ``child_env``).
+
+    Until the session ends, ``os.environ`` holds the same settings, for the in-process
+    code configured from the environment rather than handed a ``Config``: the Celery
+    entry point ``tasks.app`` and ``tasks.events.publish``, which uses its services.
+    """
+    loaded = herald_config.load(child_env)
+    with pytest.MonkeyPatch.context() as patch:
+        for name in _NOT_INHERITED:
+            patch.delenv(name, raising=False)
+        for name, value in child_env.items():
+            if os.environ.get(name) != value:
+                patch.setenv(name, value)
+        _refuse_a_celery_app_configured_elsewhere(loaded)
+        yield loaded
+
+
+def _refuse_a_celery_app_configured_elsewhere(cfg: Config) -> None:
+    """Fail when the in-process Celery app read its settings before the session's were
+    set: its tasks would go to another broker (possibly someone else's Redis)."""
+    entry = sys.modules.get("tasks.app")
+    configured = entry.app.__dict__.get("herald_config") if entry is not None else None
+    if configured is not None and configured.broker_url != cfg.broker_url:
+        pytest.fail(f"the Celery app was configured for {configured.broker_url} before the "
+                    "test session's settings: use the config fixture before tasks.app")
 
 
 @pytest.fixture(scope="session")
@@ -131,7 +176,7 @@ class Process(processes.Process):
     SIGKILL after ``timeout``) and returns its exit status."""
 
     def __init__(self, name: str, command: list[str], env: dict[str, str]) -> None:
-        log_path = Path(_HOME) / f"{name}-{time.monotonic_ns()}.log"
+        log_path = session_home() / f"{name}-{time.monotonic_ns()}.log"
         super().__init__(processes.Command(name, command, env, ROOT), log_path)
         self.url = ""  # where it serves, for servers
         self.start()
@@ -163,8 +208,8 @@ def start_worker(env: dict[str, str], name: str = "worker", pool: str = "prefork
 
 
 @pytest.fixture(scope="session")
-def worker() -> Iterator[Process]:
-    process = start_worker(CHILD_ENV)
+def worker(child_env: dict[str, str]) -> Iterator[Process]:
+    process = start_worker(child_env)
     yield process
     process.stop()
 
@@ -199,8 +244,8 @@ def start_streamer(env: dict[str, str], port: int | None = None,
 
 
 @pytest.fixture(scope="session")
-def streamer() -> Iterator[str]:
-    process, url = start_streamer(CHILD_ENV)
+def streamer(child_env: dict[str, str]) -> Iterator[str]:
+    process, url = start_streamer(child_env)
     yield url
     process.stop()
 
@@ -235,9 +280,9 @@ def start_api(env: dict[str, str], name: str = "api",
 
 
 @pytest.fixture(scope="session")
-def api_server() -> Iterator[Process]:
+def api_server(child_env: dict[str, str]) -> Iterator[Process]:
     """The API under gunicorn as ``herald run`` starts it (gevent worker, head limits)."""
-    process, _ = start_api(CHILD_ENV)
+    process, _ = start_api(child_env)
     yield process
     process.stop()
 
@@ -310,6 +355,70 @@ def wait_idle(broker_db: redis.Redis, keys: Keys) -> Callable[[float], None]:
     return wait
 
 
+@pytest.fixture
+def before_sentinel(services: Services) -> Callable[[SSEClient, str], list[SSEEvent]]:
+    """``before_sentinel(client, topic)``: publish a sentinel event on ``topic`` now, wait
+    until ``client`` receives it, and return the events it received before it.
+
+    How a test proves that something did not arrive: whatever was published before the
+    sentinel, on any topic the client follows, reaches it before the sentinel (a
+    streamer has one Redis subscription and event ids are one total order). What goes
+    through a worker must be done first (a delivered status, the last event of a job).
+    """
+    def received_before(client: SSEClient, topic: str) -> list[SSEEvent]:
+        sentinel = services.publisher.publish(topic, "sentinel", "test.sentinel")
+        return client.events_before(sentinel)
+
+    return received_before
+
+
+class Changes:
+    """What happens under the session's prefix from its creation to ``found()``: events
+    and Celery task events published, keys stored in the data database, broker changes.
+
+    ``found()`` publishes a sentinel on a channel under the prefix and reads everything
+    published before it, so a publish that came first cannot be missed.
+    """
+
+    def __init__(self, rdb: redis.Redis, broker_db: redis.Redis, config: Config) -> None:
+        self._rdb, self._broker_db, self._config = rdb, broker_db, config
+        self._listener = redis.Redis.from_url(config.redis_url).pubsub()
+        self._listener.psubscribe(f"{config.prefix}:*")
+        wait_until(lambda: self._listener.get_message(timeout=0.1) is not None,
+                   what="psubscribe")
+        self._data = _data_keys(rdb, config)
+        self._broker = _broker_sizes(broker_db)
+
+    def found(self, timeout: float = 10.0) -> list[str]:
+        """Every change since creation, described; ``[]`` when there was none."""
+        changes = [f"published on {channel}: {data!r}"
+                   for channel, data in self._published(timeout)]
+        stored = _data_keys(self._rdb, self._config) ^ self._data
+        changes += [f"stored or removed {key}" for key in sorted(stored)]
+        broker = _broker_sizes(self._broker_db)
+        if broker != self._broker:
+            changes.append(f"dispatched: broker {self._broker} became {broker}")
+        return changes
+
+    def _published(self, timeout: float) -> list[tuple[str, bytes]]:
+        channel, marker = f"{self._config.prefix}:test-sentinel", secrets.token_hex(8)
+        self._rdb.publish(channel, marker)
+        published, deadline = [], time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                message = self._listener.get_message(timeout=0.5)
+                if message is None or message["type"] != "pmessage":
+                    continue
+                name, data = message["channel"].decode(), message["data"]
+                if (name, data) == (channel, marker.encode()):
+                    return published
+                if not name.endswith("/worker.heartbeat"):  # the workers' own
+                    published.append((name, data))
+            raise AssertionError(f"the sentinel on {channel} never came back")
+        finally:
+            self._listener.close()
+
+
 def _data_keys(rdb: redis.Redis, config: Config) -> set[str]:
     """Keys holding data (not the API key list or rate-limit buckets)."""
     bookkeeping = (f"{config.prefix}:apikeys", f"{config.prefix}:rate:")
@@ -320,22 +429,9 @@ def _data_keys(rdb: redis.Redis, config: Config) -> set[str]:
 def unchanged(api: httpx.Client, rdb: redis.Redis, broker_db: redis.Redis,
               config: Config) -> Iterator[None]:
     """Assert that the test stores, dispatches and publishes nothing."""
-    listener = redis.Redis.from_url(config.redis_url).pubsub()
-    listener.psubscribe(f"{config.prefix}:*")
-    wait_until(lambda: listener.get_message(timeout=0.1) is not None, what="psubscribe")
-    data_before = _data_keys(rdb, config)
-    broker_before = _broker_sizes(broker_db)
+    changes = Changes(rdb, broker_db, config)
     yield
-    time.sleep(0.1)
-    published = []
-    while (message := listener.get_message(timeout=0.05)) is not None:
-        if not message["channel"].endswith(b"/worker.heartbeat"):  # the workers' own
-            published.append(message)
-    listener.close()
-    assert published == [], f"published: {published}"
-    assert _data_keys(rdb, config) == data_before, "stored something"
-    broker_after = _broker_sizes(broker_db)
-    assert broker_after == broker_before, "dispatched something"
+    assert changes.found() == []
 
 
 def _broker_sizes(db: redis.Redis) -> dict[str, int]:
@@ -360,7 +456,13 @@ def own_redis(tmp_path: Path) -> Iterator[object]:
     server.stop()
 
 
-def own_env(server: object, **settings: str) -> dict[str, str]:
-    """The child environment pointed at ``server`` (data in db 0, broker in db 1)."""
-    url = server.url  # type: ignore[attr-defined]
-    return {**CHILD_ENV, "REDIS_URL": url, "CELERY_BROKER_URL": url[:-1] + "1", **settings}
+@pytest.fixture(scope="session")
+def own_env(child_env: dict[str, str]) -> Callable[..., dict[str, str]]:
+    """``own_env(server, **settings)``: the child environment pointed at ``server`` (an
+    ``own_redis``: data in database 0, broker in 1), with ``settings`` added."""
+    def make(server: object, **settings: str) -> dict[str, str]:
+        url = server.url  # type: ignore[attr-defined]
+        return {**child_env, "REDIS_URL": url, "CELERY_BROKER_URL": url[:-1] + "1",
+                **settings}
+
+    return make

@@ -172,6 +172,24 @@ class SSEClient:
                 self._cond.wait(remaining)
             return list(self.events)
 
+    def events_before(self, event_id: str, timeout: float = 10.0) -> list[SSEEvent]:
+        """The events received before the one with ``event_id``, once it has arrived.
+
+        ``event_id`` is a sentinel published after whatever must not arrive: anything
+        published before it would have been received first. Raises ``AssertionError``
+        when the sentinel does not come within ``timeout`` or the stream ends first.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                ids = [event.id for event in self.events]
+                if event_id in ids:
+                    return self.events[:ids.index(event_id)]
+                remaining = deadline - time.monotonic()
+                if self.closed.is_set() or remaining <= 0:
+                    raise AssertionError(f"sentinel {event_id} not received; got {ids}")
+                self._cond.wait(remaining)
+
     def wait_closed(self, timeout: float = 5.0) -> bool:
         return self.closed.wait(timeout)
 
@@ -263,6 +281,17 @@ class EventSource:
         while len(self.events) < count and time.monotonic() < deadline:
             time.sleep(0.02)
         return list(self.events)
+
+    def events_before(self, event_id: str, timeout: float = 10.0) -> list[SSEEvent]:
+        """``SSEClient.events_before`` over all the connections so far."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ids = [event.id for event in self.events]
+            if event_id in ids:
+                return self.events[:ids.index(event_id)]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"sentinel {event_id} not received; got {ids}")
+            time.sleep(0.02)
 
     def drop_connection(self) -> None:
         """Cut the current connection, as a flaky network would."""

@@ -12,7 +12,7 @@ from herald import config as herald_config
 from herald import services as herald_services
 from herald import tokens
 from herald.keys import Keys
-from tests.conftest import CHILD_ENV, free_port, own_env, start_api
+from tests.conftest import free_port, start_api
 
 pytestmark = pytest.mark.faults
 
@@ -54,7 +54,7 @@ def _assert_unavailable(answer: httpx.Response, code: str) -> None:
     assert answer.json()["error"]["code"] == code
 
 
-def test_every_endpoint_answers_503_while_redis_is_down(own_redis, config):
+def test_every_endpoint_answers_503_while_redis_is_down(own_redis, own_env, config):
     env = own_env(own_redis)
     key, _ = herald_services.build(herald_config.load(env)).apikeys.create("tests")
     credentials = {"key": key, "alice": tokens.mint(config.secret, "alice", (), 600)[0]}
@@ -80,9 +80,9 @@ def test_every_endpoint_answers_503_while_redis_is_down(own_redis, config):
 
 
 def test_a_job_or_notification_the_broker_refuses_stores_and_publishes_nothing(
-        clean, services, subscribe, rdb, broker_db, config):
+        clean, services, subscribe, rdb, broker_db, config, child_env):
     dead_broker = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
-    process, url = start_api({**CHILD_ENV, "CELERY_BROKER_URL": dead_broker},
+    process, url = start_api({**child_env, "CELERY_BROKER_URL": dead_broker},
                              name="api-no-broker", healthy=False)
     key, _ = services.apikeys.create("tests")
     alice = subscribe("alice")

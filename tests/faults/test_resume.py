@@ -11,7 +11,7 @@ import redis
 from herald.event import id_key
 from herald.keys import Keys
 from herald.publisher import Publisher
-from tests.conftest import own_env, start_streamer
+from tests.conftest import start_streamer, wait_until
 from tests.faults.test_redis_restart import publish_steadily
 from tests.sse import EventSource, SSEClient
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.faults
 
 
 @pytest.fixture
-def streamer_on_own(own_redis):
+def streamer_on_own(own_redis, own_env):
     process, url = start_streamer(own_env(own_redis, HERALD_RETRY_MS="300"))
     yield url
     process.stop()
@@ -37,16 +37,20 @@ def test_reconnect_during_steady_publish_has_no_gap(streamer_on_own, own_redis, 
                          use_query=use_query)
     assert source.wait_opened()
     ids: list[str] = []
+    publisher = _publisher(own_redis, config)
     thread = threading.Thread(target=publish_steadily,
-                              args=(_publisher(own_redis, config), "user:alice", 100, 20.0, ids,
-                                    []))
+                              args=(publisher, "user:alice", 100, 20.0, ids, []))
     thread.start()
-    time.sleep(1.5)
+    wait_until(lambda: len(source.events) >= 25, 20, what="25 events on the first connection")
     source.drop_connection()
-    time.sleep(1.0)
+    seen = len(source.events)
+    wait_until(lambda: source.connections >= 2 and len(source.events) >= seen + 10, 20,
+               what="10 more events on the second connection")
     source.drop_connection()
     thread.join(20)
-    events = source.wait_for(100, timeout=10)
+    assert len(ids) == 100
+    sentinel = publisher.publish("user:alice", "sentinel", "sentinel")
+    events = source.events_before(sentinel)
     print(f"published {len(ids)}; delivered {len(events)}; connections {source.connections}")
     assert [e.id for e in events] == ids
     assert source.connections >= 3
@@ -61,7 +65,7 @@ def test_resume_replays_exactly_what_was_missed(streamer_on_own, own_redis, mint
                    headers={"Last-Event-ID": ids[3]}) as client:
         assert client.status == 200
         later = publisher.publish("user:bob", {"n": 10}, "note")
-        events = client.wait_for(7)
+        events = client.events_before(publisher.publish("user:bob", "sentinel", "sentinel"))
         assert [e.id for e in events] == [*ids[4:], later]
         assert [e.json()["data"]["n"] for e in events] == [4, 5, 6, 7, 8, 9, 10]
         assert client.parser.resumed == [{"replayed": 6, "from": ids[3]}]
@@ -98,6 +102,5 @@ def test_resume_from_the_latest_position_replays_nothing(streamer_on_own, own_re
     with SSEClient(streamer_on_own, {"token": mint("dan")},
                    headers={"Last-Event-ID": latest}) as client:
         live = publisher.publish("user:dan", "live")
-        assert [e.id for e in client.wait_for(1)] == [live]
-        time.sleep(0.3)
-        assert len(client.events) == 1
+        assert [e.id for e in client.events_before(publisher.publish("user:dan", "sentinel"))
+                ] == [live]

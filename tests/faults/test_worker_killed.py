@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from herald.keys import Keys
-from tests.conftest import ROOT, own_env, start_worker, wait_until
+from tests.conftest import ROOT, start_worker, wait_until
 
 pytestmark = pytest.mark.faults
 
@@ -63,7 +63,7 @@ def _check_exactly_once(db: redis.Redis, keys: Keys, notification_id: str) -> No
 
 
 @pytest.fixture
-def setting(own_redis, config):
+def setting(own_redis, own_env, config):
     env = own_env(own_redis, HERALD_MAX_RECIPIENTS=str(RECIPIENTS),
                   HERALD_TASK_TIME_LIMIT="20", HERALD_VISIBILITY_TIMEOUT="25",
                   HERALD_RESTORE_INTERVAL="1")

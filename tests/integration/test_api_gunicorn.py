@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 
-from tests.conftest import CHILD_ENV, Process, start_api, wait_until
+from tests.conftest import Process, start_api, wait_until
 
 GUNICORNC = str(Path(sys.executable).with_name("gunicornc"))
 
@@ -24,8 +24,8 @@ def _control_socket(process: Process) -> str:
     return pattern.search(process.log()).group(1)  # type: ignore[union-attr]
 
 
-def test_each_instance_keeps_its_own_control_socket(tmp_path):
-    env = {**CHILD_ENV, "HOME": str(tmp_path)}  # gunicorn's default lives under $HOME
+def test_each_instance_keeps_its_own_control_socket(tmp_path, child_env):
+    env = {**child_env, "HOME": str(tmp_path)}  # gunicorn's default lives under $HOME
     env.pop("XDG_RUNTIME_DIR", None)
     first, _ = start_api(env, name="api-first")
     second, _ = start_api(env, name="api-second")

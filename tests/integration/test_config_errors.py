@@ -13,7 +13,7 @@ import pytest
 from herald.config import Config
 from herald.stack import free_port
 from herald.stack import services as stack
-from tests.conftest import CHILD_ENV, ROOT
+from tests.conftest import ROOT
 
 BAD = {"HERALD_RETRY_MS": "5"}
 RULE = "HERALD_RETRY_MS='5' must be an integer from 100 to 600000"
@@ -27,8 +27,8 @@ def _command(config: Config, name: str) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["api", "worker", "flower", "streamer"])
-def test_a_bad_setting_stops_the_service_with_one_line_naming_it(config, name):
-    done = subprocess.run(_command(config, name), env={**CHILD_ENV, **BAD}, cwd=ROOT,
+def test_a_bad_setting_stops_the_service_with_one_line_naming_it(config, child_env, name):
+    done = subprocess.run(_command(config, name), env={**child_env, **BAD}, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     output = done.stdout + done.stderr
     assert done.returncode != 0, output

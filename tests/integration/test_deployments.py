@@ -19,7 +19,7 @@ import pytest
 from herald.apikeys import ApiKeyStore
 from herald.connection import client
 from herald.keys import Keys
-from tests.conftest import CHILD_ENV, ROOT, Process, start_api, start_worker, wait_until
+from tests.conftest import ROOT, Process, start_api, start_worker, wait_until
 
 pytestmark = pytest.mark.usefixtures("clean")
 PER_DEPLOYMENT = 10
@@ -65,12 +65,12 @@ class Deployment:
 
 
 @pytest.fixture
-def deployments(config) -> Iterator[tuple[Deployment, Deployment]]:
+def deployments(config, child_env) -> Iterator[tuple[Deployment, Deployment]]:
     started: list[Deployment] = []
     try:
         for name in ("a", "b"):
             prefix = f"{config.prefix}-{name}"
-            env = {**CHILD_ENV, "HERALD_PREFIX": prefix}
+            env = {**child_env, "HERALD_PREFIX": prefix}
             worker = start_worker(env, name=f"worker-{name}")
             api, url = start_api(env, name=f"api-{name}")
             key, _ = ApiKeyStore(client(config.redis_url), Keys(prefix)).create("tests")

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
 
 from tasks.events import publish
-from tests.conftest import CHILD_ENV, start_streamer, wait_until
+from tests.conftest import start_streamer, wait_until
 from tests.sse import SSEClient
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -20,8 +18,9 @@ def test_500_clients_receive_all_20_events_in_order(streamer, mint):
     try:
         assert {c.status for c in clients} == {200}
         sent = [publish("broadcast", {"seq": n}, "tick") for n in range(20)]
+        sentinel = publish("broadcast", "sentinel", "sentinel")
         for client in clients:
-            events = client.wait_for(20, timeout=10)
+            events = client.events_before(sentinel)
             assert [e.id for e in events] == sent, "missing, duplicated or out of order"
             assert [e.json()["data"]["seq"] for e in events] == list(range(20))
     finally:
@@ -36,10 +35,10 @@ def test_each_user_sees_only_its_own_topic(streamer, mint):
         for round_ in range(3):
             for user in users:
                 publish(f"user:{user}", {"for": user, "round": round_}, "private")
+        sentinels = {user: publish(f"user:{user}", "sentinel", "sentinel") for user in users}
         for user, client in clients.items():
-            events = client.wait_for(3, timeout=5)
-            time.sleep(0.01)
-            assert len(client.events) == 3
+            events = client.events_before(sentinels[user])
+            assert len(events) == 3
             assert {e.json()["data"]["for"] for e in events} == {user}
             assert {e.json()["topic"] for e in events} == {f"user:{user}"}
     finally:
@@ -47,8 +46,8 @@ def test_each_user_sees_only_its_own_topic(streamer, mint):
             client.close()
 
 
-def test_a_stalled_client_is_dropped_and_the_rest_keep_up(mint):
-    env = {**CHILD_ENV, "HERALD_CLIENT_BUFFER": str(64 * 1024)}
+def test_a_stalled_client_is_dropped_and_the_rest_keep_up(mint, child_env):
+    env = {**child_env, "HERALD_CLIENT_BUFFER": str(64 * 1024)}
     process, url = start_streamer(env, name="streamer-slow")
     try:
         grant = ("firehose",)
@@ -76,8 +75,8 @@ def test_a_stalled_client_is_dropped_and_the_rest_keep_up(mint):
         process.stop()
 
 
-def test_several_processes_serve_the_same_port(mint):
-    process, url = start_streamer({**CHILD_ENV, "HERALD_STREAMER_PROCESSES": "2"},
+def test_several_processes_serve_the_same_port(mint, child_env):
+    process, url = start_streamer({**child_env, "HERALD_STREAMER_PROCESSES": "2"},
                                   name="streamer-multi")
     try:
         pids = {httpx.get(f"{url}/healthz").json()["pid"] for _ in range(50)}

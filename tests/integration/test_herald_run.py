@@ -15,7 +15,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -218,10 +217,7 @@ def test_a_killed_streamer_is_restarted_and_the_other_services_keep_running(stac
 
 def test_sigterm_stops_everything_and_leaves_nothing_running(stack):
     stack.descendants()
-    started = time.monotonic()
-    code = stack.stop()
+    code = stack.stop()  # fails if herald run has not ended within 30 s
     assert code == 0, stack.log()
-    assert time.monotonic() - started < 30
-    time.sleep(0.5)
     left = [p for p in stack.seen if _alive(p)]
     assert left == [], f"left running: {[p.cmdline() for p in left]}"

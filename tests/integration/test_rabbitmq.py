@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.conftest import CHILD_ENV, ROOT, start_worker
+from tests.conftest import ROOT, start_worker
 
 AMQP = "amqp://guest:guest@127.0.0.1:5672//"
 pytestmark = pytest.mark.usefixtures("clean")
@@ -23,8 +23,8 @@ def _rabbitmq_answers() -> bool:
 
 
 @pytest.mark.skipif(not _rabbitmq_answers(), reason="no RabbitMQ on 127.0.0.1:5672")
-def test_notification_delivered_through_rabbitmq(subscribe, config):
-    env = {**CHILD_ENV, "CELERY_BROKER_URL": AMQP}
+def test_notification_delivered_through_rabbitmq(subscribe, config, child_env):
+    env = {**child_env, "CELERY_BROKER_URL": AMQP}
     alice = subscribe("alice")
     worker = start_worker(env, name="rabbit-worker")
     try:

@@ -7,7 +7,6 @@ import time
 
 import httpx
 import pytest
-import redis
 
 from herald import tokens
 from tasks.events import publish
@@ -41,12 +40,11 @@ def test_events_carry_id_type_and_envelope(subscribe):
     assert events[1].json()["data"] == "everyone"
 
 
-def test_data_with_newlines_arrives_as_one_event(subscribe):
+def test_data_with_newlines_arrives_as_one_event(subscribe, before_sentinel):
     alice = subscribe("alice")
     hostile = "line1\n\nevent: evil\ndata: injected\r\nid: 0-0\n\n"
     publish("user:alice", {"text": hostile}, "note")
-    time.sleep(0.3)
-    events = alice.wait_for(1)
+    events = before_sentinel(alice, "user:alice")
     assert len(events) == 1
     assert events[0].event == "note"
     assert events[0].json()["data"]["text"] == hostile
@@ -161,5 +159,10 @@ def test_plain_http_errors(streamer):
 
 def test_unwanted_topics_are_not_received_by_the_process(streamer, subscribe, rdb, keys):
     subscribe("alice")
-    assert rdb.pubsub_numsub(keys.channel("user:nobody"))[0][1] == 0
-    assert isinstance(rdb, redis.Redis)
+    subscribe("bob", ["room:1"], grants=("room:*",))
+    wanted = {keys.channel("user:alice"), keys.channel("room:1")}
+    wait_until(lambda: set(rdb.pubsub_channels(keys.channel("*"))) == wanted, 5,
+               what="the streamer's subscriptions to be its clients' topics")
+    # No pattern subscription either: a publish on a topic nobody wants reaches no one.
+    assert rdb.publish(keys.channel("user:nobody"), "{}") == 0
+    assert rdb.publish(keys.channel("room:2"), "{}") == 0

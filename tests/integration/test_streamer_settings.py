@@ -17,17 +17,17 @@ import redis
 from herald import tokens
 from herald.revocation import Revocations
 from tasks.events import publish
-from tests.conftest import CHILD_ENV, Process, own_env, start_streamer, wait_until
+from tests.conftest import Process, start_streamer, wait_until
 from tests.sse import SSEClient
 
 pytestmark = pytest.mark.usefixtures("clean")
 
 
 @pytest.fixture(scope="module")
-def quick() -> Iterator[tuple[Process, str]]:
+def quick(child_env: dict[str, str]) -> Iterator[tuple[Process, str]]:
     """A streamer with short head, write and revocation timings (defaults 5, 30, 3 s)."""
     process, url = start_streamer({
-        **CHILD_ENV, "HERALD_STREAMER_HEAD_TIMEOUT": "0.5", "HERALD_WRITE_TIMEOUT": "0.5",
+        **child_env, "HERALD_STREAMER_HEAD_TIMEOUT": "0.5", "HERALD_WRITE_TIMEOUT": "0.5",
         "HERALD_REVOCATION_POLL": "0.2",
         # A stalled client must be closed by the write deadline, not for its size.
         "HERALD_CLIENT_BUFFER": str(16 << 20), "HERALD_SEND_BUFFER": "4096",
@@ -75,7 +75,7 @@ def test_the_write_deadline_is_the_configured_one(quick, mint):
         stalled.close()
 
 
-def test_the_subscribe_timeout_is_the_configured_one(own_redis, mint):
+def test_the_subscribe_timeout_is_the_configured_one(own_redis, own_env, mint):
     process, url = start_streamer(own_env(own_redis, HERALD_SUBSCRIBE_TIMEOUT="0.5"),
                                   name="streamer-subscribe")
     try:

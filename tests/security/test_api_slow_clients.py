@@ -15,15 +15,15 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import CHILD_ENV, Process, start_api, wait_until
+from tests.conftest import Process, start_api, wait_until
 
 HEAD_TIMEOUT = 3  # seconds (HERALD_API_HEAD_TIMEOUT); the default is 5
 WORKERS = 2
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[Process]:
-    process, _ = start_api({**CHILD_ENV, "HERALD_API_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
+def server(child_env) -> Iterator[Process]:
+    process, _ = start_api({**child_env, "HERALD_API_HEAD_TIMEOUT": str(HEAD_TIMEOUT),
                             "HERALD_API_WORKERS": str(WORKERS)}, name="api-slow")
     yield process
     process.stop()

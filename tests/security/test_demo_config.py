@@ -11,15 +11,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import CHILD_ENV, start_api
+from tests.conftest import start_api
 
 DEV_KEY = "hk_demo0000000_" + "k" * 43
 
 
 @pytest.fixture(scope="module")
-def api_url():
+def api_url(child_env):
     """An API (development mode, so the demo is served) that holds a dev API key."""
-    process, url = start_api({**CHILD_ENV, "HERALD_API_KEY": DEV_KEY}, name="api-demo")
+    process, url = start_api({**child_env, "HERALD_API_KEY": DEV_KEY}, name="api-demo")
     yield url
     process.stop()
 

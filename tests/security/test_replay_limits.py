@@ -16,7 +16,7 @@ from websockets.sync.client import connect
 
 from herald.keys import Keys
 from herald.publisher import Publisher
-from tests.conftest import CHILD_ENV, Process, start_streamer, wait_until
+from tests.conftest import Process, start_streamer, wait_until
 from tests.sse import SSEClient, SSEEvent
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -33,11 +33,11 @@ def publisher(rdb, config):
 
 
 @pytest.fixture
-def streamer_with() -> Iterator:
+def streamer_with(child_env) -> Iterator:
     started: list[Process] = []
 
     def start(**settings: str) -> tuple[Process, str]:
-        process, url = start_streamer({**CHILD_ENV, **settings}, name="streamer-replay")
+        process, url = start_streamer({**child_env, **settings}, name="streamer-replay")
         started.append(process)
         return process, url
 

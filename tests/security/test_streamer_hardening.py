@@ -11,7 +11,7 @@ import pytest
 from herald import tokens
 from herald.revocation import Revocations
 from tasks.events import publish
-from tests.conftest import CHILD_ENV, start_streamer, wait_until
+from tests.conftest import start_streamer, wait_until
 from tests.sse import SSEClient
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -36,7 +36,6 @@ def test_revoked_token_is_refused_and_its_streams_closed_at_once(streamer, api, 
     assert "revoked" in refused.body["error"]["message"]
     publish("user:alice", "still here")
     assert [e.json()["data"] for e in other.wait_for(1)] == ["still here"]
-    assert first.events == [] and second.events == []
     other.close()
 
 
@@ -49,8 +48,8 @@ def test_revocation_reaches_streams_even_without_the_notice(streamer, services, 
     assert client.wait_closed(6)
 
 
-def test_connections_per_user_are_limited(mint):
-    process, url = start_streamer({**CHILD_ENV, "HERALD_MAX_CONNECTIONS_PER_USER": "2"},
+def test_connections_per_user_are_limited(mint, child_env):
+    process, url = start_streamer({**child_env, "HERALD_MAX_CONNECTIONS_PER_USER": "2"},
                                   name="streamer-limited")
     try:
         open_ = [SSEClient(url, {"token": mint("dave")}) for _ in range(2)]
@@ -66,18 +65,35 @@ def test_connections_per_user_are_limited(mint):
         process.stop()
 
 
+def _state(sock: socket.socket) -> str:
+    """``open`` (nothing received), ``answered`` (bytes came) or ``closed``."""
+    try:
+        data = sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return "open"
+    except ConnectionResetError:
+        return "closed"
+    return "answered" if data else "closed"
+
+
 def test_slowloris_connections_are_closed_and_others_served(streamer, mint):
+    """A head that keeps trickling in is closed all the same (a deadline for the whole
+    head, not an idle timeout), without an answer, while other clients are served."""
     slow = socket.create_connection(("127.0.0.1", _port(streamer)))
     slow.sendall(b"GET /events?token=")
-    began = time.monotonic()
-    for _ in range(3):
-        time.sleep(0.5)
-        slow.sendall(b"a")
-        with SSEClient(streamer, {"token": mint("fay")}) as fine:
-            assert fine.status == 200
-    slow.settimeout(10)
-    assert slow.recv(100) == b""  # closed, without an answer
-    assert 4.0 <= time.monotonic() - began < 8.0
+    served_meanwhile = 0
+    try:
+        while _state(slow) == "open":
+            assert served_meanwhile < 60, "a head trickling in is never closed"
+            with SSEClient(streamer, {"token": mint("fay")}) as fine:
+                assert fine.status == 200
+            served_meanwhile += 1
+            time.sleep(0.5)  # the slowloris' pace: one byte every half second
+            slow.sendall(b"a")
+    except BrokenPipeError:
+        pass  # closed while it sent
+    assert _state(slow) == "closed"
+    assert served_meanwhile >= 2, "closed before the head had a chance to finish"
     slow.close()
 
 
@@ -89,19 +105,19 @@ def test_malformed_query_string_is_a_400(streamer, mint):
     assert b"malformed query string" in answer
 
 
-def test_last_event_id_cannot_inject_sse_fields(streamer, mint):
+def test_last_event_id_cannot_inject_sse_fields(streamer, mint, before_sentinel):
     hostile = "1-1\nevent: admin\ndata: pwned"
     with SSEClient(streamer, {"token": mint("gil"), "last_event_id": hostile}) as client:
         assert client.status == 200
-        events = client.wait_for(1)
-        time.sleep(0.2)
-        assert [e.event for e in client.events] == ["reset"]
+        client.wait_for(1)
+        events = before_sentinel(client, "user:gil")
+        assert [e.event for e in events] == ["reset"]
         assert events[0].json()["data"]["last_event_id"] == hostile
 
 
 @pytest.mark.parametrize("origin", ["https://app.example.com", "https://evil.example"])
-def test_cors_on_the_streamer_follows_the_configured_origins(mint, origin):
-    process, url = start_streamer({**CHILD_ENV,
+def test_cors_on_the_streamer_follows_the_configured_origins(mint, origin, child_env):
+    process, url = start_streamer({**child_env,
                                    "HERALD_CORS_ORIGINS": "https://app.example.com"},
                                   name="streamer-cors")
     try:

@@ -168,7 +168,8 @@ def test_auth_swaps_the_token_of_an_open_websocket(streamer, config, api):
         # The new token is now the one revocation follows.
         assert api.post("/api/tokens/revoke",
                         json={"token_id": fresh_grant.token_id}).status_code == 200
-        messages_until_closed(ws, 3)
+        messages_until_closed(ws, 10)
+        assert (ws.close_code, ws.close_reason) == (1008, "token revoked")
 
 
 @pytest.mark.parametrize(("how", "code"), [

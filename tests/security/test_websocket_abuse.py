@@ -25,7 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 from herald import tokens
 from streamer.commands import BURST, MAX_QUEUED, POOL_WAIT, RATE
 from streamer.server import REDIS_CONNECTIONS
-from tests.conftest import CHILD_ENV, Process, own_env, start_streamer
+from tests.conftest import Process, start_streamer
 
 pytestmark = pytest.mark.usefixtures("clean")
 
@@ -33,9 +33,9 @@ FLOOD = 2000
 
 
 @pytest.fixture(scope="module")
-def ws_streamer() -> Iterator[Process]:
+def ws_streamer(child_env) -> Iterator[Process]:
     """A streamer of this module's own: its log and its Redis connections are read."""
-    process, url = start_streamer(CHILD_ENV, name="streamer-ws-abuse")
+    process, url = start_streamer(child_env, name="streamer-ws-abuse")
     process.url = url  # type: ignore[attr-defined]
     yield process
     process.stop()
@@ -61,9 +61,9 @@ def command(ws: ClientConnection, op: str, **fields: object) -> dict:
     return message
 
 
-def redis_connections(pid: int) -> int:
-    """TCP connections the process ``pid`` holds to the test Redis."""
-    port = urlsplit(CHILD_ENV["REDIS_URL"]).port
+def redis_connections(pid: int, redis_url: str) -> int:
+    """TCP connections the process ``pid`` holds to the Redis at ``redis_url``."""
+    port = urlsplit(redis_url).port
     return sum(1 for c in psutil.Process(pid).net_connections("tcp")
                if c.raddr and c.raddr.port == port)
 
@@ -82,9 +82,10 @@ def assert_clean_log(process: Process) -> None:
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
 
 
-def test_a_command_flood_gets_one_reply_each_and_cannot_monopolise_redis(ws_streamer, mint):
+def test_a_command_flood_gets_one_reply_each_and_cannot_monopolise_redis(ws_streamer, mint,
+                                                                         config):
     pid = ws_streamer.popen.pid
-    before = redis_connections(pid)
+    before = redis_connections(pid, config.redis_url)
     with connect(ws_url(ws_streamer.url, token=mint("mallory")), max_queue=None) as flood, \
             connect(ws_url(ws_streamer.url, token=mint("bob"))) as bob:
         began = time.monotonic()
@@ -104,11 +105,29 @@ def test_a_command_flood_gets_one_reply_each_and_cannot_monopolise_redis(ws_stre
         assert len(done) <= BURST + MAX_QUEUED + RATE * elapsed, (len(done), elapsed)
         hints = [r["retry_after"] for r in replies if not r["ok"]
                  and r["error"]["code"] == "rate_limited"]
-        assert all(0 < hint <= 1 / RATE + 0.01 for hint in hints)
         time.sleep(max(hints, default=0))  # as the hint says
         assert command(flood, "ping")["reply"] == "pong"
         # One pool connection per connection running commands, not the whole pool.
-        assert redis_connections(pid) - before <= 2
+        assert redis_connections(pid, config.redis_url) - before <= 2
+    assert_clean_log(ws_streamer)
+
+
+def test_commands_past_the_rate_are_refused_with_a_retry_hint(ws_streamer, mint):
+    """Sent a queue's worth at a time, so that the rate, not the queue, refuses them."""
+    with connect(ws_url(ws_streamer.url, token=mint("mallory"))) as ws:
+        replies: list[dict] = []
+        while not any(r["ok"] is False for r in replies):
+            assert len(replies) < 400, "never refused for going past the rate"
+            for ref in range(len(replies), len(replies) + MAX_QUEUED):
+                ws.send(json.dumps({"op": "ping", "ref": ref}))
+            replies += [recv_json(ws) for _ in range(MAX_QUEUED)]
+        refused = [r for r in replies if r["ok"] is False]
+        assert {r["error"]["code"] for r in refused} == {"rate_limited"}
+        assert min(r["ref"] for r in refused) >= BURST, "refused within the burst"
+        hint = refused[0]["retry_after"]
+        assert 0 < hint <= 1 / RATE + 0.01
+        time.sleep(hint)
+        assert command(ws, "ping")["ok"] is True
     assert_clean_log(ws_streamer)
 
 
@@ -151,8 +170,8 @@ def test_revocation_closes_websockets_with_a_close_frame(ws_streamer, api, confi
     assert (frame.code, frame.reason) == (1008, "token revoked")
 
 
-def test_a_stopping_streamer_closes_websockets_with_a_close_frame(mint):
-    process, url = start_streamer({**CHILD_ENV, "HERALD_DRAIN_SECONDS": "0.5"},
+def test_a_stopping_streamer_closes_websockets_with_a_close_frame(mint, child_env):
+    process, url = start_streamer({**child_env, "HERALD_DRAIN_SECONDS": "0.5"},
                                   name="streamer-ws-stop")
     try:
         with connect(ws_url(url, token=mint("alice"))) as ws:
@@ -164,7 +183,8 @@ def test_a_stopping_streamer_closes_websockets_with_a_close_frame(mint):
         assert process.stop() == 0
 
 
-def test_an_exhausted_redis_pool_answers_unavailable_and_logs_one_line(own_redis, mint):
+def test_an_exhausted_redis_pool_answers_unavailable_and_logs_one_line(own_redis, own_env,
+                                                                       mint):
     process, url = start_streamer(own_env(own_redis), name="streamer-ws-pool")
     try:
         with ExitStack() as stack:
