@@ -158,8 +158,9 @@ class Client:
         """
         self.sock = sock
         fd = sock.fileno()
-        # Events are small and latency matters: never let Nagle hold one back.
-        self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
+        if sock.family != _socket.AF_UNIX:
+            # Events are small and latency matters: never let Nagle hold one back.
+            self.sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1)
         if send_buffer:
             self.sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, send_buffer)
         self.fd = fd

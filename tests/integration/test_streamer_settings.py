@@ -88,7 +88,7 @@ def test_the_subscribe_timeout_is_the_configured_one(own_redis, own_env, mint):
         process.stop()
 
 
-def test_the_pubsub_keepalive_and_silence_are_the_configured_ones(own_redis):
+def test_the_pubsub_keepalive_and_silence_are_the_configured_ones(own_redis, own_env):
     process, url = start_streamer(own_env(own_redis, HERALD_PUBSUB_KEEPALIVE="0.2",
                                           HERALD_PUBSUB_SILENCE="0.6"),
                                   name="streamer-silence")
