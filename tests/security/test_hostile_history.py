@@ -20,7 +20,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from herald.keys import Keys
 from tasks.events import publish
-from tests.conftest import CHILD_ENV, start_streamer, wait_until
+from tests.conftest import start_streamer, wait_until
 from tests.sse import SSEClient, SSEEvent
 
 pytestmark = pytest.mark.usefixtures("clean")
@@ -71,9 +71,9 @@ def sse_until(client: SSEClient, sentinel: str) -> list[SSEEvent]:
 
 
 @pytest.fixture(scope="module")
-def own_streamer():
+def own_streamer(child_env):
     """A streamer of its own, so that its log can be read."""
-    process, url = start_streamer(CHILD_ENV, name="streamer-hostile")
+    process, url = start_streamer(child_env, name="streamer-hostile")
     yield process, url
     process.stop()
 
