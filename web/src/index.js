@@ -415,6 +415,25 @@ class Reconnector {
   }
 }
 
+/**
+ * A Reconnector whose every connection is opened with a current token:
+ * `listen(token, {opened, failed, live})` opens one and returns its teardown (it is
+ * called only once a connection is wanted, so it may be defined after the loop).
+ */
+function tokenReconnector({ backoff, state$, tokens, listen }) {
+  return new Reconnector({
+    backoff,
+    state$,
+    connect: ({ opened, failed, live }) => {
+      let teardown = null;
+      tokens.withToken(live, (current) => {
+        teardown = listen(current, { opened, failed, live });
+      }, failed);
+      return () => teardown?.();
+    },
+  });
+}
+
 // ---------------------------------------------------------------------------------------
 // Server-Sent Events
 
@@ -471,17 +490,7 @@ export function eventStream(url, options = {}) {
       }, () => {});
     });
 
-    const loop = new Reconnector({
-      backoff,
-      state$,
-      connect: ({ opened, failed, live }) => {
-        let teardown = null;
-        tokens.withToken(live, (current) => {
-          teardown = listen(current, { opened, failed, live });
-        }, failed);
-        return () => teardown?.();
-      },
-    });
+    const loop = tokenReconnector({ backoff, state$, tokens, listen: (...a) => listen(...a) });
 
     const expired = () => {
       renewal.cancel();
@@ -707,17 +716,7 @@ export function webSocketStream(url, options = {}) {
     };
   };
 
-  const loop = new Reconnector({
-    backoff,
-    state$,
-    connect: ({ opened, failed, live }) => {
-      let teardown = null;
-      tokens.withToken(live, (current) => {
-        teardown = listen(current, { opened, failed, live });
-      }, failed);
-      return () => teardown?.();
-    },
-  });
+  const loop = tokenReconnector({ backoff, state$, tokens, listen: (...a) => listen(...a) });
 
   const request = (op, fields) => {
     if (closed) return Promise.reject(new HeraldError("the stream is closed", { code: "closed" }));
