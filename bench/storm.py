@@ -1,0 +1,73 @@
+"""A reconnect storm, measured alone: the connect phase of ``herald bench fanout``, repeated.
+
+``python -m bench.storm --redis-url URL [--runs 5] [--tokens distinct|shared|both]``
+starts a fresh streamer per run (as after a restart), lets the C load generator open
+10,000 SSE connections on one topic (at most 1,000 handshakes in flight, as the fan-out
+benchmark does) and reports when the last one had its response head: the fan-out
+table's "all connected" column, without the publishing part. It prints each run, then
+the median and the min-max per token mode with the machine's load average at the start
+of each run, so a figure taken on a busy machine says so. It stores nothing: the figures
+of record come from ``herald bench fanout``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from typing import Any
+
+import psutil
+
+from bench import loadgen
+from bench.herald_target import HeraldTarget
+from herald.stack import free_port
+
+CONNS = 10_000
+
+
+def storm(redis_url: str, tokens: str, conns: int = CONNS) -> dict[str, Any]:
+    """One run on a fresh streamer: seconds until every client had its response head."""
+    target, port = HeraldTarget(redis_url), free_port()
+    load = psutil.getloadavg()[0]
+    target.start(port)
+    try:
+        paths = [target.subscribe_path("bench", shared=tokens == "shared") for _ in range(conns)]
+        gen = loadgen.LoadGen(port, paths, conns, 0, fanout=True, timeout=120,
+                              connect_timeout=60)
+        try:
+            gen.start()
+            ready = gen.wait_ready(90)
+        finally:
+            gen.close()
+    finally:
+        target.stop()
+    return {"tokens": tokens, "seconds": ready["seconds"], "ok": ready["ok"],
+            "failed": ready["failed"], "load_1m": round(load, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--redis-url", required=True)
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tokens", choices=("distinct", "shared", "both"), default="both")
+    parser.add_argument("--conns", type=int, default=CONNS)
+    args = parser.parse_args()
+    modes = ("distinct", "shared") if args.tokens == "both" else (args.tokens,)
+    loadgen.build()
+    runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in modes}
+    for n in range(args.runs):
+        for mode in modes:
+            run = storm(args.redis_url, mode, args.conns)
+            runs[mode].append(run)
+            print(f"run {n + 1} {mode}: {run['seconds']:.3f} s ({run['ok']} ok, "
+                  f"{run['failed']} failed), load {run['load_1m']}", flush=True)
+    for mode, done in runs.items():
+        seconds = [r["seconds"] for r in done]
+        loads = [r["load_1m"] for r in done]
+        print(f"{mode}: median {statistics.median(seconds):.2f} s, min-max "
+              f"{min(seconds):.2f}-{max(seconds):.2f} s over {len(done)} runs, load "
+              f"{min(loads)}-{max(loads)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
