@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import hashlib
 import hmac
 import json
 import re
@@ -41,7 +42,7 @@ from herald.errors import TokenError
 from herald.event import BROADCAST, TOPIC_RULE, USER_RE, user_topic
 
 ALGORITHMS = ("HS256",)
-HMAC_HASHES = {"HS256": "sha256", "HS384": "sha384", "HS512": "sha512"}
+HMAC_HASHES = {"HS256": hashlib.sha256, "HS384": hashlib.sha384, "HS512": hashlib.sha512}
 REQUIRED_CLAIMS = ("sub", "exp", "jti")
 GRANT_RULE = TOPIC_RULE + r"\*?"
 GRANT_RE = re.compile(GRANT_RULE)
@@ -53,6 +54,7 @@ _BASE64URL_RE = re.compile(r"[A-Za-z0-9_-]*")
 _LAST_OF_TWO = frozenset("AQgw")
 _LAST_OF_THREE = frozenset("AEIMQUYcgkosw048")
 _SUPPORTED_CRIT = frozenset({"b64"})
+_JSON = json.JSONDecoder()  # what json.loads uses without arguments
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,9 @@ class _Verifier:
         self.algorithms = algorithms
         # PyJWT's checks of an HMAC secret (not empty, not a PEM, SSH, DER or JWK key),
         # which it makes on every token: ``jwt.InvalidKeyError`` as before.
-        self.key = jwt.get_algorithm_by_name(algorithms[0]).prepare_key(secret)
+        key = jwt.get_algorithm_by_name(algorithms[0]).prepare_key(secret)
+        # Keyed once: a token's HMAC starts from a copy (the key's two blocks hashed).
+        self.keyed = {name: hmac.new(key, digestmod=HMAC_HASHES[name]) for name in algorithms}
         # The headers PyJWT writes when it mints, decoded once: most tokens carry one.
         minted = [jwt.encode({}, secret, algorithm=name) for name in algorithms]
         self.minted = {token.partition(".")[0]: jwt.get_unverified_header(token)
@@ -141,9 +145,9 @@ class _Verifier:
             raise _invalid("Payload segment must be empty when 'b64' is false.")
         payload = b"" if detached else _segment(payload_segment, "payload")
         signature = _segment(crypto, "crypto")
-        alg = self._algorithm(header)
-        expected = hmac.digest(self.key, signing_input.encode(), HMAC_HASHES[alg])
-        if not hmac.compare_digest(signature, expected):
+        mac = self.keyed[self._algorithm(header)].copy()
+        mac.update(signing_input.encode())
+        if not hmac.compare_digest(signature, mac.digest()):
             raise _invalid("Signature verification failed")
         claims = _json_object(payload, "payload")
         return claims, _check_claims(claims, now)
@@ -194,8 +198,14 @@ def _header(segment: str) -> dict[str, Any]:
 
 
 def _json_object(data: bytes, name: str) -> dict[str, Any]:
+    """``json.loads(data)``, a JSON object, as PyJWT requires."""
     try:
-        value = json.loads(data)
+        if data[:2] == b'{"':
+            # What json.loads(data) does with bytes that start so (read as UTF-8, with
+            # 'surrogatepass'), less its guess of their encoding: ~1 µs of ~10.
+            value = _JSON.decode(data.decode("utf-8", "surrogatepass"))
+        else:
+            value = json.loads(data)
     except (ValueError, RecursionError) as exc:
         raise _invalid(f"Invalid {name} string: {exc}") from exc
     if not isinstance(value, dict):

@@ -379,6 +379,24 @@ def test_edge_cases_get_pyjwts_answer(header, claims):
         assert_same(build(dumps(header), dumps(claims)), ("HS256",), now)
 
 
+@pytest.mark.parametrize("payload", [
+    dumps(good_claims()).replace(b'"alice"', b'"\xed\xa0\x80"'),  # UTF-8 of a lone surrogate
+    dumps(good_claims()).replace(b'"alice"', b'"\xff"'),  # no UTF-8
+    dumps(good_claims()).replace(b'"alice"', '"\u00e9"'.encode()),
+    dumps(good_claims()).replace(b'"alice"', "\"al\u00efce\"".encode()),
+    dumps(good_claims()) + b" ",
+    dumps(good_claims()) + b"x",
+    b" " + dumps(good_claims()),
+    b"\xef\xbb\xbf" + dumps(good_claims()),
+    json.dumps(good_claims()).encode("utf-16"),
+    json.dumps(good_claims()).encode("utf-32-le"),
+    b'{"sub":"alice","sub":"bob","exp":%d,"jti":"j"}' % (int(NOW) + 60),
+    b'{"sub":"alice","exp":%d.0,"jti":"j","x":NaN}' % (int(NOW) + 60),
+])
+def test_payload_bytes_are_read_as_pyjwt_reads_them(payload):
+    assert_same(build(dumps(HEADER), payload), ("HS256",))
+
+
 def test_detached_payload_and_odd_spellings_get_pyjwts_answer():
     signed = build(dumps({"alg": "HS256", "b64": False, "crit": ["b64"]}), b"")
     header, _, signature = signed.split(".")
