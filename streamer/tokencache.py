@@ -1,10 +1,11 @@
 """Verified tokens of one streamer process: each distinct token is checked once.
 
-A token's signature and claims are most of a handshake's cost. A client reconnecting
-with a token this process holds (a dropped connection, tabs or clients sharing a token)
-skips the check; a crowd reconnecting to a fresh process (a restart) has its tokens
-checked in batches by ``prefetch``, back to back, which costs about a third less than
-one per handshake (the verifier's code stays in the CPU's caches).
+Checking a token's signature and claims is a good part of a handshake's cost (11 µs of
+CPU, was 28 with PyJWT). A client reconnecting with a token this process holds (a
+dropped connection, tabs or clients sharing a token) skips the check; a crowd
+reconnecting to a fresh process (a restart) has its tokens checked in batches by
+``prefetch``, back to back, which cost about a third less than one per handshake when
+it was measured with PyJWT (the verifier's code stays in the CPU's caches).
 
 Guarantees:
 - ``verify`` returns exactly what ``herald.tokens.verify`` returned for the same token
