@@ -44,6 +44,7 @@ MUTATION_CHARACTERS = ("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
                        ".=+/ ~%\x00\n\té€\U0001f600")
 
 Verdict = Grant | str
+_ABSENT = object()  # a claim left out
 
 
 @contextlib.contextmanager
@@ -114,9 +115,6 @@ def good_claims(**changes: Any) -> dict[str, Any]:
               "exp": int(NOW) + 600, "jti": "t-1"}
     claims.update(changes)
     return {k: v for k, v in claims.items() if v is not _ABSENT}
-
-
-_ABSENT = object()
 
 # ---------------------------------------------------------------- generated tokens
 
