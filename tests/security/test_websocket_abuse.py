@@ -206,3 +206,15 @@ def test_an_exhausted_redis_pool_answers_unavailable_and_logs_one_line(own_redis
         assert_clean_log(process)
     finally:
         process.stop()
+
+
+@pytest.mark.parametrize("token", ["\ud800.e30.e30", "é.é.é", "a.b.c.d", "\x00"],
+                         ids=["lone surrogate", "non-ascii", "four segments", "nul"])
+def test_an_auth_command_with_a_token_that_is_no_jwt_is_refused(ws_streamer, mint, token):
+    """JSON may carry any text, a lone surrogate too: it is refused like any bad token."""
+    with connect(ws_url(ws_streamer.url, token=mint("mallory"))) as ws:
+        refusal = command(ws, "auth", token=token)
+        assert refusal["ok"] is False and refusal["error"]["code"] == "unauthorized"
+        assert refusal["error"]["message"].startswith("token invalid: ")
+        assert command(ws, "ping")["reply"] == "pong"
+    assert_clean_log(ws_streamer)
