@@ -156,7 +156,11 @@ def test_isolation_matrix_over_websocket(streamer, config, api, how, status):
         api.post("/api/tokens/revoke", json={"token_id": grant.token_id})
     elif how == "no token":
         params = {}
-    assert _status(ws_url(streamer, **params)) == status
+    if how == "revoked":  # the streamer refuses it once the revocation notice reached it
+        wait_until(lambda: _status(ws_url(streamer, **params)) == status, 5,
+                   what="the revoked token to be refused")
+    else:
+        assert _status(ws_url(streamer, **params)) == status
 
 
 def test_one_hub_and_one_subscription_for_both_transports(streamer, mint, rdb, keys):
