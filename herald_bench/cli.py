@@ -38,7 +38,7 @@ def bench(scenario: str, quick: bool, no_references: bool, only: tuple[str, ...]
         rewrite_report()
         return
     try:
-        cfg, embedded = stack.with_redis(herald_config.get())
+        cfg, embedded = stack.with_redis(herald_config.load())
     except ConfigError as exc:
         raise click.ClickException(f"configuration error: {exc}") from exc
     except HeraldError as exc:

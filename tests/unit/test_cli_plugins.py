@@ -26,3 +26,11 @@ def test_a_plugin_that_cannot_be_imported_says_why_when_run(monkeypatch):
     ran = CliRunner().invoke(cli.main, ["broken", "--quick"])
     assert ran.exit_code == 1
     assert "no_such_module_here:command cannot be imported" in ran.output
+
+
+def test_bench_reads_the_configuration_and_names_a_bad_setting(monkeypatch):
+    """Before any benchmark runs, ``herald bench`` loads the settings like every command."""
+    monkeypatch.setenv("HERALD_RETRY_MS", "5")
+    ran = CliRunner().invoke(cli.main, ["bench", "fanout"])
+    assert ran.exit_code == 1, ran.output
+    assert "configuration error" in ran.output and "HERALD_RETRY_MS" in ran.output
