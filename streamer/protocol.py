@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 import httptools
 
@@ -99,13 +99,17 @@ def parse_head(head: bytes, peer: str = "") -> Request:
 
 
 def _request(method: str, parsed: _Head, peer: str) -> Request:
-    parts = urlsplit(parsed.target.decode("latin-1"))
+    try:  # httptools' own URL parser: urlsplit's cache misses on every distinct token
+        target = httptools.parse_url(parsed.target)
+    except httptools.HttpParserInvalidURLError:
+        raise BadRequest(400, "bad_request", "malformed request target") from None
     try:
-        query = parse_qs(parts.query, keep_blank_values=True, max_num_fields=MAX_QUERY_FIELDS,
-                         errors="strict")
+        query = parse_qs((target.query or b"").decode("latin-1"), keep_blank_values=True,
+                         max_num_fields=MAX_QUERY_FIELDS, errors="strict")
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(400, "bad_query", f"malformed query string: {exc}", "query") from None
-    return Request(method, parts.path, query, parsed.headers, peer)
+    return Request(method, (target.path or b"/").decode("latin-1"), query, parsed.headers,
+                   peer)
 
 
 def response(status: int, body: Any, headers: dict[str, str] | None = None) -> bytes:
