@@ -19,6 +19,7 @@ from typing import Any
 
 import redis
 
+from herald.channels import DEFAULT_CATEGORY
 from herald.ids import new_id
 from herald.keys import Keys
 from herald.times import iso, now_ms
@@ -57,6 +58,8 @@ class NewNotification:
     channels: list[str] = field(default_factory=lambda: ["inapp"])
     recipients: list[str] | None = None
     topic: str | None = None
+    category: str = DEFAULT_CATEGORY
+    critical: bool = False
 
     def fingerprint(self) -> str:
         """A hash of the request, to tell a retry from a different request."""
@@ -154,6 +157,8 @@ class NotificationStore:
             "channels": json.dumps(new.channels),
             "recipients": json.dumps(new.recipients) if new.recipients is not None else "",
             "topic": new.topic or "",
+            "category": new.category,
+            "critical": "1" if new.critical else "0",
             "status": QUEUED,
             "error": "",
             "created_at": now,
@@ -175,6 +180,8 @@ def _public(record: dict[str, str], states: dict[str, str],
         "channels": json.loads(record["channels"]),
         "recipients": json.loads(record["recipients"]) if record["recipients"] else None,
         "topic": record["topic"] or None,
+        "category": record.get("category") or DEFAULT_CATEGORY,
+        "critical": record.get("critical") == "1",
         "error": record.get("error") or None,
         "created_at": iso(record["created_at"]),
         "updated_at": iso(record["updated_at"]),
