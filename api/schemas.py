@@ -12,9 +12,18 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from api.errors import from_validation
+from herald import profiles
 from herald.errors import Refusal
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
 from herald.ids import id_rule
@@ -30,6 +39,17 @@ TopicGrant = Annotated[str, StringConstraints(pattern=f"^{GRANT_RULE}$")]
 EventType = Annotated[str, StringConstraints(pattern=f"^{TYPE_RULE}$")]
 NotificationId = Annotated[str, StringConstraints(pattern=f"^{id_rule('n')}$")]
 Channel = Literal["inapp"]
+# The profile's rules are herald.profiles' (their messages state them); the JSON Schema
+# of each says the same for OpenAPI.
+EmailAddress = Annotated[str, AfterValidator(profiles.email_address), WithJsonSchema(
+    {"type": "string", "format": "email", "maxLength": profiles.EMAIL_MAX})]
+DisplayName = Annotated[str, AfterValidator(profiles.display_name), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": profiles.NAME_MAX,
+     "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"})]
+LocaleTag = Annotated[str, AfterValidator(profiles.locale_tag), WithJsonSchema(
+    {"type": "string", "maxLength": profiles.LOCALE_MAX,
+     "pattern": f"^{profiles.LOCALE_RULE}$"})]
+CategorySwitches = dict[str, bool]  # category -> on; categories checked by the handler
 
 
 class Strict(BaseModel):
@@ -82,6 +102,24 @@ class ReadIn(Strict):
 
     ids: list[NotificationId] | None = Field(None, min_length=1, max_length=MAX_READ_IDS)
     all: bool | None = None
+
+
+class ProfileIn(Strict):
+    """PUT /api/users/<user>/profile: replaces the profile (a field left out or null is
+    removed). ``email`` is stored normalised, ``locale`` in its conventional case."""
+
+    email: EmailAddress | None = None
+    name: DisplayName | None = None
+    locale: LocaleTag | None = None
+
+
+class PreferencesIn(Strict):
+    """PUT /api/users/<user>/preferences: per channel, category -> on (true) or off
+    (false); replaces the preferences (a pair left out is on). Categories must be those
+    of HERALD_CATEGORIES (checked by the handler: the model knows no deployment)."""
+
+    inapp: CategorySwitches = Field(default_factory=dict)
+    email: CategorySwitches = Field(default_factory=dict)
 
 
 Model = TypeVar("Model", bound=BaseModel)
