@@ -22,8 +22,12 @@ from api.schemas import (
     ReadIn,
     RevokeIn,
     TokenIn,
+    WebhookIn,
 )
+from herald.deliveries import DELIVERY_ID_RULE, STATES
 from herald.event import USER_RULE
+from herald.ids import id_rule
+from herald.webhooks import ID_PREFIX as WEBHOOK_ID_PREFIX
 
 bp = Blueprint("openapi", __name__)
 
@@ -138,6 +142,43 @@ class Revoked(Out):
     revoked: bool
 
 
+class Webhook(Out):
+    id: str
+    url: str
+    topics: list[str]
+    categories: list[str]
+    description: str
+    created_at: str
+
+
+class WebhookCreated(Webhook):
+    secret: str
+
+
+class WebhookList(Out):
+    items: list[Webhook]
+
+
+class WebhookTestSent(Out):
+    delivery_id: str
+    notification_id: str
+    status_url: str
+
+
+class WebhookDelivery(Out):
+    id: str
+    notification_id: str
+    channel: Literal["webhook"]
+    target: str
+    state: Literal[STATES]  # type: ignore[valid-type]
+    attempts: int
+    error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
 class Health(Out):
     status: Literal["ok", "unavailable"]
     redis: str
@@ -147,7 +188,8 @@ class Health(Out):
 MODELS: list[type[BaseModel]] = [
     NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
     NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
-    TokenMinted, Revoked, Health,
+    TokenMinted, Revoked, WebhookIn, Webhook, WebhookCreated, WebhookList, WebhookTestSent,
+    WebhookDelivery, Health,
 ]
 ERRORS = {
     "400": "A field breaks its rule (the error names it), or the body is not JSON.",
@@ -238,10 +280,40 @@ def paths() -> dict[str, Any]:
         "/api/tokens/revoke": {"post": _operation(
             "Revoke a subscriber token", ("200", Revoked, "Revoked."),
             ["400", "401", "403", "413", "415"], RevokeIn)},
+        **webhook_paths(),
         "/healthz": {"get": _operation(
             "Redis and broker health", ("200", Health, "Both answer."), [], auth=False)
             | {"responses": {"200": _json(Health, "Both answer."),
                              "503": _json(Health, "One does not answer.")}}},
+    }
+
+
+def webhook_paths() -> dict[str, Any]:
+    endpoint = _path_id("id", f"^{id_rule(WEBHOOK_ID_PREFIX)}$")
+    reading = ["401", "403", "404"]
+    deleted = _operation("Delete a webhook endpoint", ("204", Webhook, ""), reading,
+                         params=[endpoint])
+    deleted["responses"]["204"] = {"description": "Deleted; no body."}
+    return {
+        "/api/webhooks": {
+            "post": _operation(
+                "Register a webhook endpoint",
+                ("201", WebhookCreated, "The endpoint with its signing secret (shown once)."),
+                ["400", "401", "403", "413", "415"], WebhookIn),
+            "get": _operation("Webhook endpoints, oldest first (no secrets)",
+                              ("200", WebhookList, "Every endpoint."), ["401", "403"])},
+        "/api/webhooks/{id}": {
+            "get": _operation("A webhook endpoint (no secret)", ("200", Webhook, "It."),
+                              reading, params=[endpoint]),
+            "delete": deleted},
+        "/api/webhooks/{id}/test": {"post": _operation(
+            "Send a `webhook.test` delivery to the endpoint",
+            ("202", WebhookTestSent, "Queued; follow `status_url`."), [*reading, "429"],
+            params=[endpoint])},
+        "/api/webhooks/{id}/deliveries/{delivery_id}": {"get": _operation(
+            "A delivery to a webhook endpoint",
+            ("200", WebhookDelivery, "Its state, attempts and last error."), reading,
+            params=[endpoint, _path_id("delivery_id", f"^{DELIVERY_ID_RULE}$")])},
     }
 
 

@@ -15,11 +15,13 @@ from flask import Request
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from api.errors import from_validation
+from herald.channels import CATEGORY_RULE
 from herald.errors import Refusal
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
 from herald.ids import id_rule
 from herald.reading import MAX_READ_IDS
 from herald.tokens import GRANT_RULE, MAX_GRANTS
+from herald.webhooks import MAX_URL_LENGTH
 
 MAX_BODY_BYTES = 64 * 1024
 IDEMPOTENCY_KEY_RULE = r"[\x21-\x7e]{1,255}"  # visible ASCII
@@ -29,7 +31,8 @@ TopicName = Annotated[str, StringConstraints(pattern=f"^{TOPIC_RULE}$")]
 TopicGrant = Annotated[str, StringConstraints(pattern=f"^{GRANT_RULE}$")]
 EventType = Annotated[str, StringConstraints(pattern=f"^{TYPE_RULE}$")]
 NotificationId = Annotated[str, StringConstraints(pattern=f"^{id_rule('n')}$")]
-Channel = Literal["inapp"]
+CategoryName = Annotated[str, StringConstraints(pattern=f"^{CATEGORY_RULE}$")]
+Channel = Literal["inapp", "email", "webhook"]
 
 
 class Strict(BaseModel):
@@ -45,6 +48,17 @@ class NotificationIn(Strict):
     body: str = Field("", max_length=4000)
     data: dict[str, Any] = Field(default_factory=dict)
     channels: list[Channel] = Field(default_factory=lambda: ["inapp"], min_length=1)
+
+
+class WebhookIn(Strict):
+    """POST /api/webhooks: ``topics`` (grants: ``orders``, ``user:*``) and/or
+    ``categories`` the endpoint wants (``herald.webhooks``); the URL rule is checked by
+    the handler (it depends on the deployment)."""
+
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    topics: list[TopicGrant] = Field(default_factory=list, max_length=MAX_GRANTS)
+    categories: list[CategoryName] = Field(default_factory=list, max_length=32)
+    description: str = Field("", max_length=500)
 
 
 class EventIn(Strict):

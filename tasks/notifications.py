@@ -22,6 +22,7 @@ import redis
 from celery import Celery, Task, shared_task
 from kombu.exceptions import OperationalError
 
+from herald.channels import INAPP
 from herald.errors import DispatchError
 from herald.event import USER_TOPIC_PREFIX, encode_body
 from herald.inbox import INBOX_ADD_FUNCTION
@@ -30,6 +31,7 @@ from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
 from herald.times import iso
 from tasks.factory import RETRY_ON_REDIS, services_of
+from tasks.outbound import dispatch_task_name
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,9 @@ def send_notification(self: Task, notification_id: str) -> dict[str, str]:
 
 def submit(svc: Services, celery: Celery, new: NewNotification,
            idempotency_key: str | None = None) -> Created:
-    """Store a notification and send its delivery task through ``celery``; return its id.
+    """Store a notification and send one task per channel through ``celery`` (in-app:
+    ``send_notification``, task id the notification id; outbound: the channel's
+    dispatch, task id ``<id>.<channel>``); return its id.
 
     A repeated ``idempotency_key`` stores and dispatches nothing (see
     ``NotificationStore.create``). Raises ``DispatchError`` when the broker cannot take
@@ -150,8 +154,14 @@ def submit(svc: Services, celery: Celery, new: NewNotification,
     if not created.created:
         return created
     try:
-        celery.send_task(SEND_NOTIFICATION, kwargs={"notification_id": created.id},
-                         task_id=created.id)
+        for channel in new.channels:
+            if channel == INAPP:
+                celery.send_task(SEND_NOTIFICATION, kwargs={"notification_id": created.id},
+                                 task_id=created.id)
+            else:
+                celery.send_task(dispatch_task_name(channel),
+                                 kwargs={"notification_id": created.id},
+                                 task_id=f"{created.id}.{channel}")
     except OperationalError as exc:
         svc.notifications.discard(created.id, idempotency_key)
         raise DispatchError(f"broker unavailable: {exc}") from exc
