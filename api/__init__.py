@@ -29,6 +29,7 @@ def create_app(config: Config) -> Flask:
     from flask_cors import CORS
 
     from api import (
+        deadletters,
         errors,
         events,
         health,
@@ -37,6 +38,8 @@ def create_app(config: Config) -> Flask:
         notifications,
         openapi,
         tokens,
+        unsubscribe,
+        users,
         webhooks,
     )
     from api.schemas import MAX_BODY_BYTES
@@ -51,7 +54,8 @@ def create_app(config: Config) -> Flask:
     app.extensions["herald"] = services.build(config)
     app.extensions["celery"] = make_celery(config)
     errors.register(app)
-    for module in (notifications, inbox, events, jobs, tokens, webhooks, health, openapi):
+    for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters,
+                   users, unsubscribe, webhooks):
         app.register_blueprint(module.bp)
     if not config.production:
         from api import demo

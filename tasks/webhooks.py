@@ -47,7 +47,7 @@ from herald.notifications import NewNotification
 from herald.services import Services
 from herald.times import iso
 from herald.webhooks import Endpoint, Unresolvable, UrlRefused, reachable
-from tasks.outbound import Permanent, Retryable, Target, channel_tasks
+from tasks.outbound import Permanent, Retryable, Target, channel_tasks, send_task_name
 
 NOTIFICATION_TYPE = "notification.created"
 TEST_TYPE = "webhook.test"
@@ -208,10 +208,11 @@ def send_test(svc: Services, celery: Celery, endpoint: Endpoint) -> SentTest:
     delivery_id, _ = svc.deliveries.create(created.id, WEBHOOK, endpoint.id)
     svc.redis.hset(svc.keys.delivery(delivery_id), TYPE_FIELD, TEST_TYPE)
     try:
-        celery.send_task(send_webhook.name, kwargs={"delivery_id": delivery_id},
+        celery.send_task(send_task_name(WEBHOOK), kwargs={"delivery_id": delivery_id},
                          task_id=delivery_id)
     except OperationalError as exc:
         svc.notifications.discard(created.id)
         svc.redis.delete(svc.keys.delivery(delivery_id), svc.keys.deliveries_of(created.id))
         raise DispatchError(f"broker unavailable: {exc}") from exc
+    svc.notifications.dispatched(created.id, WEBHOOK)  # its one delivery is queued
     return SentTest(created.id, delivery_id)

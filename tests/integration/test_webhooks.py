@@ -345,6 +345,9 @@ def test_a_failing_receiver_gets_one_accepted_delivery_after_retries(
         worker.stop()
     received = receiver.on("/flaky")
     assert len(received) == 3 and done["attempts"] == 3 and done["error"] is None
+    shown = hooks.get(f"/api/notifications/{notification_id}").json()
+    assert [(d["channel"], d["target"], d["state"], d["attempts"]) for d in shown[
+        "deliveries"]] == [("webhook", endpoint["id"], "sent", 3)]
     assert len(receiver.accepted("/flaky")) == 1
     assert {r.verified for r in received} == {"ok"}
     assert {r.webhook_id for r in received} == {done["id"]}
@@ -447,6 +450,9 @@ def test_a_test_delivery_goes_through_the_channel(stack: Stack, hooks: httpx.Cli
     assert received.verified == "ok" and received.webhook_id == sent.json()["delivery_id"]
     assert received.payload()["type"] == "webhook.test"
     assert received.payload()["data"]["id"] == sent.json()["notification_id"]
+    shown = hooks.get(f"/api/notifications/{sent.json()['notification_id']}").json()
+    assert shown["status"] == "delivered" and shown["topic"] == "webhook.test"
+    assert [d["id"] for d in shown["deliveries"]] == [sent.json()["delivery_id"]]
     assert hooks.post("/api/webhooks/wh_00000000000000000000000000/test").status_code == 404
 
 
