@@ -517,3 +517,30 @@ def _kill(worker: Process) -> None:
     main = psutil.Process(worker.popen.pid)
     for process in [main, *main.children(recursive=True)]:
         os.kill(process.pid, signal.SIGKILL)
+
+
+def test_the_rate_per_endpoint_holds_across_workers(stack: Stack, hooks: httpx.Client,
+                                                   receiver: Receiver):
+    """``HERALD_WEBHOOK_RATE`` is one token bucket per endpoint in Redis: two workers
+    (four processes) together never go faster, and another endpoint has its own."""
+    rate, burst, sent = 2.0, 2, 8  # the bucket holds max(1, int(rate)) tokens
+    busy = register(hooks, receiver, "/busy-endpoint", topics=["user:alice"])
+    other = register(hooks, receiver, "/other-endpoint", topics=["user:bob"])
+    settings = {"HERALD_WEBHOOK_RATE": str(rate)}
+    workers = [stack.worker("rate-a", **settings), stack.worker("rate-b", **settings)]
+    try:
+        ids = [notify(hooks, recipients=["alice"]) for _ in range(sent)]
+        bobs = [notify(hooks, recipients=["bob"]) for _ in range(burst)]
+        for notification_id in ids:
+            settled(hooks, busy["id"], notification_id, "sent", timeout=60)
+        for notification_id in bobs:
+            settled(hooks, other["id"], notification_id, "sent", timeout=60)
+    finally:
+        for worker in workers:
+            worker.stop()
+    arrivals = [r.at for r in receiver.accepted("/busy-endpoint")]
+    assert len(arrivals) == sent
+    for count, at in enumerate(arrivals, start=1):  # never ahead of the bucket
+        assert at - arrivals[0] >= (count - burst) / rate - 0.2, (count, at - arrivals[0])
+    # The other endpoint's deliveries did not queue behind the busy one's.
+    assert max(r.at for r in receiver.accepted("/other-endpoint")) < arrivals[-1]
