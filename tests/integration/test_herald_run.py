@@ -30,8 +30,8 @@ from tests.conftest import wait_until
 pytestmark = pytest.mark.slow
 HERALD = str(Path(sys.executable).with_name("herald"))
 # Direct children of `herald run`, told apart by their command lines.
-SERVICES = {"api": "gunicorn", "worker": " worker ", "streamer": "-m streamer",
-            "flower": " flower "}
+SERVICES = {"api": "gunicorn", "worker": "-n herald@", "outbound": "-n outbound@",
+            "streamer": "-m streamer", "flower": " flower "}
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -171,13 +171,35 @@ def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack)
 
     wait_until(flower_saw_it, 30, every=0.5, what="Flower to see the task")
 
-    def flower_sees_the_worker() -> bool:
-        # The worker may still be starting when the API has already sent the task.
+    def flower_sees_both_workers() -> bool:
+        # The workers may still be starting when the API has already sent the task.
         workers = _get(stack.url("flower", "/api/workers?refresh=1"), auth=auth)
-        return workers is not None and any(
-            name.startswith("herald@") for name in workers.json())
+        names = workers.json() if workers is not None else {}
+        return all(any(name.startswith(node) for name in names)
+                   for node in ("herald@", "outbound@"))
 
-    wait_until(flower_sees_the_worker, 60, every=1.0, what="Flower to list the worker")
+    wait_until(flower_sees_both_workers, 60, every=1.0, what="Flower to list both workers")
+
+
+def test_the_in_app_and_the_outbound_worker_split_the_queues(stack):
+    """Jobs and in-app delivery on one worker, e-mail and webhooks on the other (gevent),
+    so a slow outside service never takes the in-app worker's slots."""
+    from herald.keys import Keys
+    from tasks.settings import queues
+
+    commands = {name: psutil.Process(pid).cmdline() for name, pid in stack.services().items()}
+
+    def option(name: str, flag: str) -> str:
+        command = commands[name]
+        return command[command.index(flag) + 1]
+
+    keys = Keys()
+    inapp, outbound = option("worker", "-Q").split(","), option("outbound", "-Q").split(",")
+    assert inapp == [keys.task_queue, keys.channel_queue("inapp")]
+    assert outbound == [keys.channel_queue("email"), keys.channel_queue("webhook")]
+    assert sorted(inapp + outbound) == sorted(queues(keys))  # every queue, once
+    assert option("outbound", "-P") == "gevent"
+    assert option("outbound", "-c") == "50"  # HERALD_OUTBOUND_CONCURRENCY's default
 
 
 def test_no_password_on_any_command_line(stack):
