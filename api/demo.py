@@ -47,7 +47,7 @@ def config() -> Response:
     _check_same_machine_page()
     cfg = services().config
     return jsonify(api_url=request.host_url.rstrip("/"), streamer_url=cfg.streamer_url,
-                   api_key=cfg.api_key)
+                   api_key=cfg.api_key, categories=list(cfg.categories))
 
 
 @bp.get("/mail")

@@ -11,6 +11,8 @@ import signal
 import tempfile
 import threading
 import time
+from email.message import EmailMessage
+from pathlib import Path
 
 import httpx
 import pytest
@@ -50,11 +52,12 @@ def stack(config, services, rdb, worker, child_env):
     env = {**child_env, "HERALD_CORS_ORIGINS": api_url}
     process, streamer_url = start_streamer(env, port=streamer_port, name="streamer-demo")
     key, _ = services.apikeys.create("demo")
-    app = create_app(config.replace(streamer_url=streamer_url, api_key=key))
+    home = Path(tempfile.mkdtemp(prefix="herald-demo-home-"))  # its mail folder: the page's
+    app = create_app(config.replace(streamer_url=streamer_url, api_key=key, home=home))
     server = make_server("127.0.0.1", api_port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     box = {"streamer": process, "env": env, "port": streamer_port}
-    yield {"api": api_url, "key": key, "streamer": box}
+    yield {"api": api_url, "key": key, "streamer": box, "mail": home / "mail"}
     server.shutdown()
     box["streamer"].stop()
 
@@ -251,3 +254,67 @@ def test_the_stream_outlives_its_5s_tokens_with_every_event_once_in_order(stack,
     if transport == "ws":
         assert logged(page, "resumed") == 0, "renewed in band, never reconnected"
     shot(page, f"token-renewal-{transport}")
+
+
+def fill_send_form(page, to: str, title: str, channels: list[str], category: str = "general",
+                   critical: bool = False) -> None:
+    page.find_element(By.ID, "send-to").send_keys(to)
+    page.find_element(By.ID, "send-title").send_keys(title)
+    for channel in ("inapp", "email", "webhook"):
+        box = page.find_element(By.ID, f"channel-{channel}")
+        if box.is_selected() != (channel in channels):
+            box.click()
+    page.find_element(By.CSS_SELECTOR, f"#send-category option[value='{category}']").click()
+    if page.find_element(By.ID, "send-critical").is_selected() != critical:
+        page.find_element(By.ID, "send-critical").click()
+    page.find_element(By.ID, "send").click()
+
+
+def delivery_rows(page) -> list[tuple[str, str, str]]:
+    """(channel, target, state) of each row of the delivery status panel."""
+    return [tuple(row.find_element(By.CSS_SELECTOR, f"td.{name}").text
+                  for name in ("channel", "target", "state"))
+            for row in page.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")]
+
+
+def test_the_status_panel_follows_what_the_page_sent_until_it_is_final(stack, browser):
+    page = browser()
+    open_page(page, stack, "stella", "sse")
+    fill_send_form(page, "stella", "Status please", ["inapp"], category="account")
+    wait(page, 15).until(lambda d: d.find_element(By.ID, "delivery-state").text == "final")
+    rows = delivery_rows(page)
+    assert rows and {channel for channel, _, _ in rows} == {"inapp"}, rows
+    assert all(state in ("delivered", "sent") for _, _, state in rows), rows
+    wait(page, 10).until(lambda d: "Status please" in titles(d))
+    shot(page, "delivery-status-inapp")
+
+
+def write_mail(folder: Path, to: str, subject: str, text: str, unsubscribe: str) -> None:
+    """One message as the dev mail sink keeps it: an ``.eml`` file in the mail folder."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "Herald <herald@localhost>", to, subject
+    message["List-Unsubscribe"] = f"<{unsubscribe}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(text)
+    message.add_alternative(f"<p>{text}</p>", subtype="html")
+    folder.mkdir(exist_ok=True)
+    (folder / f"{time.time_ns()}-{subject.replace(' ', '-')}.eml").write_bytes(bytes(message))
+
+
+def test_the_mail_panel_shows_the_users_mail_from_the_sink_folder(stack, browser, services):
+    services.profiles.put("maya", {"email": "maya@example.com"})
+    page = browser()
+    open_page(page, stack, "maya", "sse")
+    wait(page, 10).until(lambda d: "maya@example.com" in d.find_element(By.ID, "mail-status")
+                         .text)
+    link = f"{stack['api']}/api/unsubscribe/some-token"
+    write_mail(stack["mail"], "someone@example.com", "Not maya's", "no", link)
+    write_mail(stack["mail"], "Maya <maya@example.com>", "Your weekly digest",
+               "Three things happened.", link)
+    wait(page, 10).until(lambda d: "Your weekly digest" in d.find_element(By.ID, "mail").text)
+    item = page.find_element(By.CSS_SELECTOR, "#mail .mail")
+    assert "Three things happened." in item.find_element(By.CSS_SELECTOR, ".text").text
+    unsubscribe = item.find_element(By.CSS_SELECTOR, "a.unsubscribe")
+    assert unsubscribe.get_attribute("href") == link
+    assert "Not maya's" not in page.find_element(By.ID, "mail").text
+    shot(page, "mail-panel")
