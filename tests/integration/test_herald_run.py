@@ -202,6 +202,71 @@ def test_the_in_app_and_the_outbound_worker_split_the_queues(stack):
     assert option("outbound", "-c") == "50"  # HERALD_OUTBOUND_CONCURRENCY's default
 
 
+class FlakyReceiver(BaseHTTPRequestHandler):
+    """A webhook endpoint that answers its first POST 503, the others 204."""
+
+    ids: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.ids.append(self.headers.get("webhook-id"))
+        self.send_response(503 if len(self.ids) == 1 else 204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_flower_shows_each_channels_tasks_on_its_worker_with_a_retry(stack):
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    key = (Path(stack.home) / ".herald" / "apikey").read_text().strip()
+    api = httpx.Client(base_url=stack.url("api"), headers={"Authorization": f"Bearer {key}"})
+    try:
+        hook = api.post("/api/webhooks", json={
+            "url": f"http://127.0.0.1:{receiver.server_port}/hook", "topics": ["user:flo"]})
+        assert hook.status_code == 201, hook.text
+        sent = api.post("/api/notifications", json={
+            "recipients": ["flo"], "title": "retried once", "channels": ["inapp", "webhook"]})
+        assert sent.status_code == 202, sent.text
+        nid = sent.json()["id"]
+
+        def webhook_delivery() -> dict | None:
+            items = api.get(f"/api/notifications/{nid}").json()["deliveries"]
+            return next((d for d in items if d["channel"] == "webhook"
+                         and d["state"] == "sent"), None)
+
+        wait_until(lambda: webhook_delivery() is not None, 60, every=0.3,
+                   what="the webhook delivery to be sent")
+        delivery = webhook_delivery()
+        assert delivery["attempts"] == 2 and FlakyReceiver.ids == [delivery["id"]] * 2
+    finally:
+        api.close()
+        receiver.shutdown()
+    auth = ("ops", stack.flower_password)
+    expected = {  # task id -> name, worker; the send task's id is the delivery's
+        nid: ("herald.send_notification", "herald@"),
+        f"{nid}.webhook": ("herald.webhook.dispatch", "outbound@"),
+        delivery["id"]: ("herald.webhook.send", "outbound@"),
+    }
+
+    def flower_shows_them_done() -> bool:
+        answer = _get(stack.url("flower", "/api/tasks"), auth=auth)
+        tasks = answer.json() if answer is not None and answer.status_code == 200 else {}
+        return all(tasks.get(tid, {}).get("state") == "SUCCESS" for tid in expected)
+
+    wait_until(flower_shows_them_done, 30, every=0.5, what="Flower to show the tasks done")
+    tasks = _get(stack.url("flower", "/api/tasks"), auth=auth).json()
+    for task_id, (name, worker) in expected.items():
+        assert tasks[task_id]["name"] == name, tasks[task_id]
+        assert tasks[task_id]["worker"].startswith(worker), tasks[task_id]
+    retried = tasks[delivery["id"]]
+    assert retried["retries"] == 1 and retried["retried"], retried  # the 503, then a retry
+    info = _get(stack.url("flower", f"/api/task/info/{delivery['id']}"), auth=auth)
+    assert info is not None and info.json()["state"] == "SUCCESS"
+
+
 def test_no_password_on_any_command_line(stack):
     for process in stack.descendants():
         assert stack.flower_password not in _line(process), process.cmdline()
