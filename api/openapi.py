@@ -8,10 +8,10 @@ cannot drift from what the API does.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from api.schemas import (
@@ -23,6 +23,7 @@ from api.schemas import (
     RevokeIn,
     TokenIn,
 )
+from herald.channels import OUTBOUND
 from herald.event import USER_RULE
 
 bp = Blueprint("openapi", __name__)
@@ -55,9 +56,38 @@ class NotificationAccepted(Out):
     created: bool
 
 
-class Delivery(Out):
-    state: Literal["pending", "delivered", "failed"]
+DeliveryState = Literal["pending", "sending", "sent", "skipped", "retrying", "failed",
+                        "dead"]
+
+
+class InappDelivery(Out):
+    """A notification's in-app delivery to a user (or its topic)."""
+
+    channel: Literal["inapp"]
+    target: str
+    state: Literal["pending", "sent", "skipped"]
+    attempts: int
+    error: str | None
+    next_attempt_at: None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
     event_id: str | None
+
+
+class OutboundDelivery(Out):
+    """A notification's delivery to an e-mail recipient or a webhook endpoint."""
+
+    channel: Literal["email", "webhook"]
+    target: str
+    id: str
+    state: DeliveryState
+    attempts: int
+    error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
 
 
 class NotificationRecord(Out):
@@ -66,13 +96,36 @@ class NotificationRecord(Out):
     title: str
     body: str
     data: dict[str, Any]
-    channels: list[str]
+    channels: list[Literal["inapp", "email", "webhook"]]
     recipients: list[str] | None
     topic: str | None
+    category: str
+    critical: bool
     error: str | None
     created_at: str
     updated_at: str
-    deliveries: dict[str, Delivery]
+    deliveries: list[Annotated[InappDelivery | OutboundDelivery,
+                               Field(discriminator="channel")]]
+
+
+class DeliveryRecord(Out):
+    """An outbound delivery on its own (a dead letter, a retried one)."""
+
+    id: str
+    notification_id: str
+    channel: Literal["email", "webhook"]
+    target: str
+    state: DeliveryState
+    attempts: int
+    error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
+class DeadLetters(Out):
+    items: list[DeliveryRecord]
 
 
 class InboxItem(Out):
@@ -147,7 +200,7 @@ class Health(Out):
 MODELS: list[type[BaseModel]] = [
     NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
     NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
-    TokenMinted, Revoked, Health,
+    TokenMinted, Revoked, Health, DeliveryRecord, DeadLetters,
 ]
 ERRORS = {
     "400": "A field breaks its rule (the error names it), or the body is not JSON.",
@@ -164,6 +217,8 @@ ERRORS = {
 }
 USER = {"name": "user", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": f"^{USER_RULE}$"}}
+LIMIT = {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -219,8 +274,7 @@ def paths() -> dict[str, Any]:
             params=[USER,
                     {"name": "cursor", "in": "query", "required": False,
                      "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 100}}])},
+                    LIMIT])},
         "/api/users/{user}/notifications/read": {"post": _operation(
             "Mark inbox entries read", ("200", Marked, "How many were unread."),
             ["400", "401", "403", "413", "415"], ReadIn, [USER])},
@@ -238,6 +292,15 @@ def paths() -> dict[str, Any]:
         "/api/tokens/revoke": {"post": _operation(
             "Revoke a subscriber token", ("200", Revoked, "Revoked."),
             ["400", "401", "403", "413", "415"], RevokeIn)},
+        "/api/dead-letters": {"get": _operation(
+            "Dead letters, newest first", ("200", DeadLetters, "One page."),
+            ["400", "401", "403"],
+            params=[{"name": "channel", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(OUTBOUND)}}, LIMIT])},
+        "/api/dead-letters/{id}/retry": {"post": _operation(
+            "Send a dead letter again",
+            ("202", DeliveryRecord, "Revived (pending) and sent to its channel's queue."),
+            ["401", "403", "404", "429"], params=[_path_id("id", "^.+$")])},
         "/healthz": {"get": _operation(
             "Redis and broker health", ("200", Health, "Both answer."), [], auth=False)
             | {"responses": {"200": _json(Health, "Both answer."),

@@ -9,13 +9,22 @@ models describe the API in OpenAPI (JSON Schema 2020-12).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from api.errors import from_validation
-from herald.errors import Refusal
+from herald.channels import CATEGORY_RULE, DEFAULT_CATEGORY, INAPP
+from herald.errors import Refusal, invalid
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
 from herald.ids import id_rule
 from herald.reading import MAX_READ_IDS
@@ -23,13 +32,26 @@ from herald.tokens import GRANT_RULE, MAX_GRANTS
 
 MAX_BODY_BYTES = 64 * 1024
 IDEMPOTENCY_KEY_RULE = r"[\x21-\x7e]{1,255}"  # visible ASCII
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100  # a page of a list: the inbox, the dead letters
+ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
 
 UserName = Annotated[str, StringConstraints(pattern=f"^{USER_RULE}$")]
 TopicName = Annotated[str, StringConstraints(pattern=f"^{TOPIC_RULE}$")]
 TopicGrant = Annotated[str, StringConstraints(pattern=f"^{GRANT_RULE}$")]
 EventType = Annotated[str, StringConstraints(pattern=f"^{TYPE_RULE}$")]
 NotificationId = Annotated[str, StringConstraints(pattern=f"^{id_rule('n')}$")]
-Channel = Literal["inapp"]
+Channel = Literal["inapp", "email", "webhook"]  # herald.channels.CHANNELS
+Category = Annotated[str, StringConstraints(pattern=f"^{CATEGORY_RULE}$")]
+
+
+def _unique(channels: list[str]) -> list[str]:
+    if len(set(channels)) != len(channels):
+        raise ValueError("each channel at most once")
+    return channels
+
+
+Channels = Annotated[list[Channel], AfterValidator(_unique),
+                     Field(min_length=1, json_schema_extra={"uniqueItems": True})]
 
 
 class Strict(BaseModel):
@@ -37,14 +59,21 @@ class Strict(BaseModel):
 
 
 class NotificationIn(Strict):
-    """POST /api/notifications. Give ``recipients`` or ``topic``, not both."""
+    """POST /api/notifications. Give ``recipients`` or ``topic``, not both.
+
+    ``category`` must also be one of ``HERALD_CATEGORIES``, and ``email`` needs
+    ``recipients`` (and, in production, ``HERALD_SMTP_URL``): ``api.notifications``
+    checks what depends on the configuration.
+    """
 
     recipients: list[UserName] | None = Field(None, min_length=1)
     topic: TopicName | None = None
     title: str = Field(min_length=1, max_length=200)
     body: str = Field("", max_length=4000)
     data: dict[str, Any] = Field(default_factory=dict)
-    channels: list[Channel] = Field(default_factory=lambda: ["inapp"], min_length=1)
+    channels: Channels = Field(default_factory=lambda: [INAPP])
+    category: Category = DEFAULT_CATEGORY
+    critical: bool = False
 
 
 class EventIn(Strict):
@@ -107,3 +136,15 @@ def too_large() -> Refusal:
     """The 413 for a body over ``MAX_BODY_BYTES``, declared or streamed."""
     return Refusal(413, "payload_too_large",
                    f"request body must be at most {MAX_BODY_BYTES} bytes")
+
+
+def limit(request: Request) -> int:
+    """The ``limit`` query parameter of a list: 1 to ``MAX_LIMIT``, ``DEFAULT_LIMIT``
+    when absent; 400 otherwise."""
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    # ASCII digits only: str.isdigit() and int() also take "²" and "٣".
+    if not ASCII_DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT} (ASCII digits)")
+    return int(raw)

@@ -5,7 +5,10 @@ notification are, how one delivery is sent, its rate bucket) and gets two Celery
 from ``channel_tasks``: ``herald.<channel>.dispatch`` (one per notification: records a
 delivery per target, ``skipped`` with the reason where it must not go, and sends the
 rest) and ``herald.<channel>.send`` (one per delivery: one attempt, retried).
-``tasks.settings`` routes both to the channel's own queue.
+``tasks.settings`` routes both to the channel's own queue. Once ``dispatch`` has recorded
+every target, the notification counts the channel as run (``NotificationStore.dispatched``).
+``redeliver`` gives a dead letter another round of attempts (the API's
+``POST /api/dead-letters/<id>/retry``).
 
 Guarantees of ``send`` (see ``herald.deliveries`` for the records):
 - a delivery is attempted only while it is not done, one attempt at a time (a lease);
@@ -28,14 +31,27 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from celery import Task, shared_task
+from celery import Celery, Task, shared_task
+from kombu.exceptions import OperationalError
 
+from herald.channels import OUTBOUND
 from herald.config import Config
-from herald.deliveries import BUSY, DEAD, DONE, FAILED, PENDING, RETRYING, SENT, SKIPPED
+from herald.deliveries import (
+    BUSY,
+    DEAD,
+    DONE,
+    FAILED,
+    PENDING,
+    RETRYING,
+    SENT,
+    SKIPPED,
+    public,
+)
+from herald.errors import DispatchError
 from herald.ratelimit import RateLimiter
 from herald.services import Services
 from herald.times import now_ms
-from tasks.factory import RETRY_ON_REDIS, services_of
+from tasks.factory import RETRY_ON_REDIS, NotificationTask, services_of
 
 log = logging.getLogger(__name__)
 
@@ -117,6 +133,7 @@ def dispatch(svc: Services, channel: Channel, notification_id: str,
         log.warning("notification %s has no record (expired or discarded); no %s",
                     notification_id, channel.name)
         return 0
+    svc.notifications.begin(notification_id)
     due = 0
     for target in channel.targets(svc, notification):
         state = SKIPPED if target.skip else PENDING
@@ -125,6 +142,7 @@ def dispatch(svc: Services, channel: Channel, notification_id: str,
         if target.skip is None and existing in (None, PENDING):
             send(delivery_id)
             due += 1
+    svc.notifications.dispatched(notification_id, channel.name)
     return due
 
 
@@ -193,12 +211,13 @@ def channel_tasks(channel: Channel) -> tuple[Task, Task]:
     waiting for the rate limit or a lease is not an attempt.
     """
 
-    @shared_task(bind=True, name=f"herald.{channel.name}.send",
+    @shared_task(bind=True, name=send_task_name(channel.name),
                  **{**RETRY_ON_REDIS, "max_retries": None})
     def send(self: Task, delivery_id: str) -> str:
         return attempt(self, channel, delivery_id)
 
-    @shared_task(bind=True, name=f"herald.{channel.name}.dispatch", **RETRY_ON_REDIS)
+    @shared_task(base=NotificationTask, bind=True, name=dispatch_task_name(channel.name),
+                 **RETRY_ON_REDIS)
     def dispatch_task(self: Task, notification_id: str) -> int:
         return dispatch(services_of(self), channel, notification_id,
                         lambda delivery_id: send.apply_async(
@@ -213,3 +232,32 @@ def channel_tasks(channel: Channel) -> tuple[Task, Task]:
 def dispatch_task_name(channel: str) -> str:
     """The name of ``channel``'s dispatch task on the broker (what the API sends)."""
     return f"herald.{channel}.dispatch"
+
+
+def send_task_name(channel: str) -> str:
+    """The name of ``channel``'s send task (one attempt at one delivery)."""
+    return f"herald.{channel}.send"
+
+
+def redeliver(svc: Services, celery: Celery, delivery_id: str) -> dict[str, Any] | None:
+    """Give dead letter ``delivery_id`` another round of attempts: revive it (``pending``,
+    no attempts, out of the dead letters) and send its channel's send task through
+    ``celery``; answer the delivery as the API shows it.
+
+    None when it is not a dead letter (unknown, or not ``dead``: nothing changes; of two
+    concurrent calls, one revives). Raises ``DispatchError`` when the broker cannot take
+    the task; the delivery is then dead again, with its last error.
+    """
+    delivery = svc.deliveries.load(delivery_id)
+    if delivery is None or delivery["channel"] not in OUTBOUND:
+        return None
+    channel = delivery["channel"]
+    if not svc.deliveries.revive(delivery_id, channel):
+        return None
+    try:
+        celery.send_task(send_task_name(channel), kwargs={"delivery_id": delivery_id})
+    except OperationalError as exc:
+        svc.deliveries.finish(delivery_id, channel, DEAD, delivery["error"])
+        raise DispatchError(f"broker unavailable: {exc}") from exc
+    revived = svc.deliveries.load(delivery_id)
+    return public(revived) if revived else None

@@ -192,12 +192,15 @@ class Process(processes.Process):
 
 
 def start_worker(env: dict[str, str], name: str = "worker", pool: str = "prefork",
-                 concurrency: int = 2) -> Process:
-    """A real ``celery worker`` process, returned once it logs that it is ready."""
+                 concurrency: int = 2, queues: list[str] | None = None) -> Process:
+    """A real ``celery worker`` process, returned once it logs that it is ready.
+
+    ``queues``: the only queues it consumes (``-Q``); default every queue.
+    """
     node = f"{name}-{secrets.token_hex(3)}@test"
     command = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-P", pool,
                "-c", str(concurrency), "-l", "INFO", "-n", node, "--without-mingle",
-               "--without-gossip"]
+               "--without-gossip", *(["-Q", ",".join(queues)] if queues else [])]
     process = Process(name, command, env)
 
     def ready() -> bool:

@@ -34,7 +34,7 @@ def _check(spec: dict, template: str, method: str, response: httpx.Response) -> 
     jsonschema.Draft202012Validator(reference, registry=registry).validate(response.json())
 
 
-def test_real_answers_match_the_document(spec, api, api_url, mint):
+def test_real_answers_match_the_document(spec, api, api_url, mint, services):
     sent = api.post("/api/notifications",
                     json={"recipients": ["alice"], "title": "Hi", "data": {"k": [1]}})
     _check(spec, "/api/notifications", "POST", sent)
@@ -43,6 +43,20 @@ def test_real_answers_match_the_document(spec, api, api_url, mint):
     wait_until(lambda: api.get(status_url).json()["status"] == "delivered", what="delivery")
     _check(spec, "/api/notifications/{id}", "GET", api.get(status_url))
     _check(spec, "/api/notifications/{id}", "GET", api.get("/api/notifications/n_nope"))
+    # Outbound deliveries, as the e-mail and webhook channels record them; a dead letter.
+    services.deliveries.create(notification_id, "email", "alice", "skipped",
+                               "no e-mail address")
+    dead, _ = services.deliveries.create(notification_id, "webhook", "wh_1")
+    services.deliveries.claim(dead, 30)
+    services.deliveries.finish(dead, "webhook", "dead", "HTTP 503")
+    _check(spec, "/api/notifications/{id}", "GET", api.get(status_url))
+    _check(spec, "/api/dead-letters", "GET", api.get("/api/dead-letters"))
+    _check(spec, "/api/dead-letters", "GET", api.get("/api/dead-letters?channel=sms"))
+    retried = api.post(f"/api/dead-letters/{dead}/retry")
+    assert retried.status_code == 202
+    _check(spec, "/api/dead-letters/{id}/retry", "POST", retried)
+    _check(spec, "/api/dead-letters/{id}/retry", "POST",
+           api.post(f"/api/dead-letters/{dead}/retry"))
     inbox = api.get("/api/users/alice/notifications", params={"limit": 5})
     _check(spec, "/api/users/{user}/notifications", "GET", inbox)
     marked = api.post("/api/users/alice/notifications/read", json={"ids": [notification_id]})
