@@ -38,6 +38,8 @@ def create_app(config: Config) -> Flask:
         notifications,
         openapi,
         tokens,
+        unsubscribe,
+        users,
     )
     from api.schemas import MAX_BODY_BYTES
     from herald import logs, services
@@ -51,7 +53,8 @@ def create_app(config: Config) -> Flask:
     app.extensions["herald"] = services.build(config)
     app.extensions["celery"] = make_celery(config)
     errors.register(app)
-    for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters):
+    for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters,
+                   users, unsubscribe):
         app.register_blueprint(module.bp)
     if not config.production:
         from api import demo

@@ -19,12 +19,15 @@ from api.schemas import (
     EventIn,
     JobIn,
     NotificationIn,
+    PreferencesIn,
+    ProfileIn,
     ReadIn,
     RevokeIn,
     TokenIn,
 )
 from herald.channels import OUTBOUND
 from herald.event import USER_RULE
+from herald.unsubscribe import TOKEN_RULE
 
 bp = Blueprint("openapi", __name__)
 
@@ -191,6 +194,24 @@ class Revoked(Out):
     revoked: bool
 
 
+class Profile(Out):
+    """A user's profile; null where unset."""
+
+    email: str | None
+    name: str | None
+    locale: str | None
+
+
+class Preferences(Out):
+    """Every channel a user chooses with every category of the deployment
+    (HERALD_CATEGORIES, in order): true when on (the default), false when turned off.
+    A settings page renders one switch per (channel, category) from it, and may
+    ``PUT`` it back changed."""
+
+    inapp: dict[str, bool]
+    email: dict[str, bool]
+
+
 class Health(Out):
     status: Literal["ok", "unavailable"]
     redis: str
@@ -200,7 +221,8 @@ class Health(Out):
 MODELS: list[type[BaseModel]] = [
     NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
     NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
-    TokenMinted, Revoked, Health, DeliveryRecord, DeadLetters,
+    TokenMinted, Revoked, Health, DeliveryRecord, DeadLetters, ProfileIn, PreferencesIn,
+    Profile, Preferences,
 ]
 ERRORS = {
     "400": "A field breaks its rule (the error names it), or the body is not JSON.",
@@ -254,6 +276,77 @@ def _path_id(name: str, pattern: str) -> dict[str, Any]:
 
 
 SENDING = ["400", "401", "403", "413", "415", "429", "503"]
+WRITING = ["400", "401", "403", "413", "415"]
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _unsubscribe(summary: str, description: str, ok: str) -> dict[str, Any]:
+    """An operation of the unsubscribe pages: HTML, the signed token its credential."""
+    not_found = _html("The token's category is no longer sent (HTML page), or the path "
+                      "is not a token.")
+    not_found["content"]["application/json"] = {"schema": _ref(Error)}
+    return {
+        "summary": summary, "description": description, "security": [],
+        "parameters": [_path_id("token", f"^{TOKEN_RULE}$")],
+        "responses": {
+            "200": _html(ok),
+            "400": _html("The token was altered or cut short, or the body is not "
+                         "`List-Unsubscribe=One-Click`; nothing changed."),
+            "404": not_found,
+            "413": _json(Error, ERRORS["413"]),
+            "503": _json(Error, ERRORS["503"]),
+        },
+    }
+
+
+def users() -> dict[str, Any]:
+    """The profile and preferences of a user."""
+    token_or_key = "An API key, or the user's own token (another user's: 403)."
+    return {
+        "/api/users/{user}/profile": {
+            "get": _operation("A user's profile", ("200", Profile, "The profile."),
+                              ["400", "401", "403"], params=[USER])
+            | {"description": token_or_key},
+            "put": _operation("Replace a user's profile", ("200", Profile, "As stored."),
+                              WRITING, ProfileIn, [USER])
+            | {"description": "An API key only: the address is the publisher's data "
+                              "(Herald does not verify that a user owns it), so a user's "
+                              "token is answered 403."}},
+        "/api/users/{user}/preferences": {
+            "get": _operation("A user's preferences, every channel and category",
+                              ("200", Preferences, "The preferences."),
+                              ["400", "401", "403"], params=[USER])
+            | {"description": token_or_key},
+            "put": _operation("Replace a user's preferences",
+                              ("200", Preferences, "As stored, as GET answers them."),
+                              WRITING, PreferencesIn, [USER])
+            | {"description": f"{token_or_key} A pair left out is on; a category not "
+                              "in HERALD_CATEGORIES is answered 400 naming it "
+                              "(`email.promo`)."}},
+    }
+
+
+def unsubscribe() -> dict[str, Any]:
+    """The one-click unsubscribe pages (RFC 8058)."""
+    one_click = {"type": "object", "required": ["List-Unsubscribe"],
+                 "properties": {"List-Unsubscribe": {"const": "One-Click"}}}
+    post = _unsubscribe(
+        "Unsubscribe: turn the user's e-mail off for the token's category",
+        "RFC 8058 one-click unsubscribe, also what the page's button posts. The signed "
+        "token is the credential. Posting again changes nothing more.",
+        "Done (or done before); a confirmation page.")
+    post["requestBody"] = {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": one_click}}}
+    return {"/api/unsubscribe/{token}": {
+        "get": _unsubscribe(
+            "The unsubscribe page: a question and its button",
+            "Changes nothing (mail scanners open links); the button POSTs.",
+            "The page."),
+        "post": post}}
 
 
 def paths() -> dict[str, Any]:
@@ -305,7 +398,7 @@ def paths() -> dict[str, Any]:
             "Redis and broker health", ("200", Health, "Both answer."), [], auth=False)
             | {"responses": {"200": _json(Health, "Both answer."),
                              "503": _json(Health, "One does not answer.")}}},
-    }
+    } | users() | unsubscribe()
 
 
 def document() -> dict[str, Any]:

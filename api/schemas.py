@@ -20,9 +20,11 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    WithJsonSchema,
 )
 
 from api.errors import from_validation
+from herald import profiles
 from herald.channels import CATEGORY_RULE, DEFAULT_CATEGORY, INAPP
 from herald.errors import Refusal, invalid
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
@@ -52,6 +54,18 @@ def _unique(channels: list[str]) -> list[str]:
 
 Channels = Annotated[list[Channel], AfterValidator(_unique),
                      Field(min_length=1, json_schema_extra={"uniqueItems": True})]
+
+# The profile's rules are herald.profiles' (their messages state them); the JSON Schema
+# of each says the same for OpenAPI.
+EmailAddress = Annotated[str, AfterValidator(profiles.email_address), WithJsonSchema(
+    {"type": "string", "format": "email", "maxLength": profiles.EMAIL_MAX})]
+DisplayName = Annotated[str, AfterValidator(profiles.display_name), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": profiles.NAME_MAX,
+     "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"})]
+LocaleTag = Annotated[str, AfterValidator(profiles.locale_tag), WithJsonSchema(
+    {"type": "string", "maxLength": profiles.LOCALE_MAX,
+     "pattern": f"^{profiles.LOCALE_RULE}$"})]
+CategorySwitches = dict[str, bool]  # category -> on; categories checked by the handler
 
 
 class Strict(BaseModel):
@@ -111,6 +125,24 @@ class ReadIn(Strict):
 
     ids: list[NotificationId] | None = Field(None, min_length=1, max_length=MAX_READ_IDS)
     all: bool | None = None
+
+
+class ProfileIn(Strict):
+    """PUT /api/users/<user>/profile: replaces the profile (a field left out or null is
+    removed). ``email`` is stored normalised, ``locale`` in its conventional case."""
+
+    email: EmailAddress | None = None
+    name: DisplayName | None = None
+    locale: LocaleTag | None = None
+
+
+class PreferencesIn(Strict):
+    """PUT /api/users/<user>/preferences: per channel, category -> on (true) or off
+    (false); replaces the preferences (a pair left out is on). Categories must be those
+    of HERALD_CATEGORIES (checked by the handler: the model knows no deployment)."""
+
+    inapp: CategorySwitches = Field(default_factory=dict)
+    email: CategorySwitches = Field(default_factory=dict)
 
 
 Model = TypeVar("Model", bound=BaseModel)

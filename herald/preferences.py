@@ -5,15 +5,33 @@ is on. ``put`` replaces a user's preferences; ``turn_off`` changes one (the one-
 unsubscribe); ``opted_out`` answers, for many users at once, who turned a channel off for
 a category. A ``critical`` notification is not asked about (see ``tasks``). Preferences
 do not expire.
+
+A user sets preferences for ``USER_CHANNELS``, the channels that reach the user: in-app
+and e-mail. A webhook goes to an endpoint of the publisher's, on behalf of no one user,
+so there is no user's preference to ask. ``effective`` answers every (channel, category)
+pair of a deployment, on or off: what a settings page shows.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import redis
 
+from herald.channels import EMAIL, INAPP
 from herald.keys import Keys
 
 Preferences = dict[str, dict[str, bool]]  # channel -> category -> on
+USER_CHANNELS: tuple[str, ...] = (INAPP, EMAIL)
+
+
+def effective(stored: Preferences, categories: Iterable[str]) -> Preferences:
+    """Every channel of ``USER_CHANNELS`` with every one of ``categories``: on unless
+    ``stored`` turns it off. Stored pairs outside those are left out."""
+    names = tuple(categories)
+    return {channel: {category: stored.get(channel, {}).get(category, True)
+                      for category in names}
+            for channel in USER_CHANNELS}
 
 
 class PreferenceStore:

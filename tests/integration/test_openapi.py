@@ -78,3 +78,31 @@ def test_real_answers_match_the_document(spec, api, api_url, mint, services):
     user = httpx.post(f"{api_url}/api/events", json={"topic": "t"},
                       headers={"Authorization": f"Bearer {mint('alice')}"})
     _check(spec, "/api/events", "POST", user)
+
+
+def test_profile_preferences_and_unsubscribe_answers_match_the_document(spec, api, api_url,
+                                                                        mint, config):
+    from herald import unsubscribe
+
+    profile, prefs = "/api/users/{user}/profile", "/api/users/{user}/preferences"
+    _check(spec, profile, "GET", api.get("/api/users/alice/profile"))
+    _check(spec, profile, "PUT", api.put("/api/users/alice/profile",
+                                         json={"email": "alice@example.com", "locale": "en"}))
+    _check(spec, profile, "PUT", api.put("/api/users/alice/profile", json={"email": "x"}))
+    _check(spec, profile, "GET", api.get("/api/users/alice/profile"))
+    _check(spec, prefs, "PUT", api.put("/api/users/alice/preferences",
+                                       json={"email": {"marketing": False}}))
+    _check(spec, prefs, "PUT", api.put("/api/users/alice/preferences",
+                                       json={"email": {"promo": False}}))
+    bob = {"Authorization": f"Bearer {mint('bob')}"}
+    _check(spec, prefs, "GET", httpx.get(f"{api_url}/api/users/alice/preferences",
+                                         headers=bob))
+    _check(spec, prefs, "GET", httpx.get(f"{api_url}/api/users/bob/preferences",
+                                         headers=bob))
+    link = unsubscribe.url(config.replace(api_url=api_url), "alice", "updates")
+    operation = spec["paths"]["/api/unsubscribe/{token}"]
+    for method, answer in [("get", httpx.get(link)), ("get", httpx.get(link[:-2])),
+                           ("post", httpx.post(link, data={"List-Unsubscribe": "One-Click"})),
+                           ("post", httpx.post(link, data={}))]:
+        described = operation[method]["responses"][str(answer.status_code)]
+        assert answer.headers["content-type"].split(";")[0] in described["content"]
