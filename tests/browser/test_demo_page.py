@@ -301,12 +301,20 @@ def write_mail(folder: Path, to: str, subject: str, text: str, unsubscribe: str)
     (folder / f"{time.time_ns()}-{subject.replace(' ', '-')}.eml").write_bytes(bytes(message))
 
 
+def set_address(page, address: str) -> None:
+    """Save ``address`` in the connected user's profile with the page's own form."""
+    field = page.find_element(By.ID, "profile-email")
+    field.clear()
+    field.send_keys(address)
+    page.find_element(By.ID, "profile-save").click()
+    wait(page, 10).until(lambda d: address in d.find_element(By.ID, "mail-status").text)
+
+
 def test_the_mail_panel_shows_the_users_mail_from_the_sink_folder(stack, browser, services):
-    services.profiles.put("maya", {"email": "maya@example.com"})
     page = browser()
     open_page(page, stack, "maya", "sse")
-    wait(page, 10).until(lambda d: "maya@example.com" in d.find_element(By.ID, "mail-status")
-                         .text)
+    set_address(page, "maya@example.com")
+    assert services.profiles.get("maya")["email"] == "maya@example.com"
     link = f"{stack['api']}/api/unsubscribe/some-token"
     write_mail(stack["mail"], "someone@example.com", "Not maya's", "no", link)
     write_mail(stack["mail"], "Maya <maya@example.com>", "Your weekly digest",
