@@ -6,8 +6,11 @@ to ``tests/artifacts/``.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
@@ -17,8 +20,19 @@ from pathlib import Path
 import httpx
 import pytest
 
+from herald.apikeys import ApiKeyStore
+from herald.connection import client
+from herald.keys import Keys
 from tasks.events import publish
-from tests.conftest import ROOT, free_port, start_streamer, wait_until
+from tests.conftest import (
+    ROOT,
+    Process,
+    free_port,
+    start_api,
+    start_streamer,
+    start_worker,
+    wait_until,
+)
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -326,3 +340,61 @@ def test_the_mail_panel_shows_the_users_mail_from_the_sink_folder(stack, browser
     assert unsubscribe.get_attribute("href") == link
     assert "Not maya's" not in page.find_element(By.ID, "mail").text
     shot(page, "mail-panel")
+
+
+@pytest.fixture(scope="module")
+def mail_stack(child_env):
+    """A deployment of its own (``HERALD_PREFIX``, ``HERALD_HOME``) whose e-mail goes to
+    the dev mail sink, as under ``herald run``: ``python -m herald.mailsink`` writing
+    ``.eml`` files to ``$HERALD_HOME/mail``, a worker sending to it, the API (gunicorn)
+    serving the page and reading that folder, a streamer. Its own prefix keeps the
+    session's worker (which has no SMTP server) off its e-mail queue."""
+    home = Path(tempfile.mkdtemp(prefix="herald-demo-mail-"))
+    smtp_port, streamer_port = free_port(), free_port()
+    sink = Process("mailsink", [sys.executable, "-m", "herald.mailsink", "--host", "127.0.0.1",
+                                "--port", str(smtp_port), "--dir", str(home / "mail")],
+                   child_env)
+    wait_until(lambda: _accepts(smtp_port), 20, every=0.1, what="the mail sink")
+    env = {**child_env, "HERALD_HOME": str(home),
+           "HERALD_PREFIX": f"herald-demo-{secrets.token_hex(3)}",
+           "HERALD_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+           "HERALD_STREAMER_URL": f"http://127.0.0.1:{streamer_port}"}
+    key, _ = ApiKeyStore(client(env["REDIS_URL"]), Keys(env["HERALD_PREFIX"])).create("demo")
+    started = [sink, start_worker(env, name="worker-demo-mail")]
+    try:
+        api, api_url = start_api({**env, "HERALD_API_KEY": key}, name="api-demo-mail")
+        started.append(api)
+        streamer, _ = start_streamer({**env, "HERALD_CORS_ORIGINS": api_url},
+                                     port=streamer_port, name="streamer-demo-mail")
+        started.append(streamer)
+        yield {"api": api_url, "key": key, "mail": home / "mail", "sink": sink}
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_mail_sent_from_the_page_shows_in_the_mail_and_status_panels(mail_stack, browser):
+    page = browser()
+    open_page(page, mail_stack, "mina", "sse")
+    set_address(page, "mina@example.com")
+    fill_send_form(page, "mina", "Your order shipped", ["inapp", "email"], category="updates")
+    wait(page, 30).until(lambda d: d.find_element(By.ID, "delivery-state").text == "final")
+    rows = delivery_rows(page)
+    assert ("email", "mina", "sent") in rows and ("inapp", "mina", "sent") in rows, rows
+    wait(page, 10).until(lambda d: "Your order shipped" in d.find_element(By.ID, "mail").text)
+    item = page.find_element(By.CSS_SELECTOR, "#mail .mail")
+    assert "mina@example.com" in item.find_element(By.CSS_SELECTOR, ".meta").text
+    unsubscribe = item.find_element(By.CSS_SELECTOR, "a.unsubscribe").get_attribute("href")
+    assert "/api/unsubscribe/" in unsubscribe  # under HERALD_API_URL, signed
+    assert list(mail_stack["mail"].glob("*.eml")), "the sink kept no .eml file"
+    assert "Your order shipped" in mail_stack["sink"].log()  # its one line per mail
+    wait(page, 10).until(lambda d: "Your order shipped" in titles(d))  # in-app too
+    shot(page, "mail-and-status")
