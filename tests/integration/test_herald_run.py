@@ -24,14 +24,20 @@ import httpx
 import psutil
 import pytest
 
+from herald import config as herald_config
+from herald import services as herald_services
+from herald.channels import EMAIL
+from herald.notifications import NewNotification
 from herald.stack import free_port
+from tasks.factory import make_celery
+from tasks.outbound import dispatch_task_name
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 HERALD = str(Path(sys.executable).with_name("herald"))
 # Direct children of `herald run`, told apart by their command lines.
 SERVICES = {"api": "gunicorn", "worker": "-n herald@", "outbound": "-n outbound@",
-            "streamer": "-m streamer", "flower": " flower "}
+            "streamer": "-m streamer", "flower": " flower ", "mailsink": "-m herald.mailsink"}
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -276,6 +282,27 @@ def test_the_health_probe_sends_no_credentials(stack):
     probes = [auth for path, auth in Recorder.seen if path == "/healthz"]
     assert probes, "herald run never probed HERALD_STREAMER_URL"
     assert probes == [None] * len(probes), "the health probe sent credentials"
+
+
+def test_email_goes_to_the_dev_mail_sink_without_an_smtp_url(stack):
+    home = Path(stack.home) / ".herald"
+    assert re.search(rf"Mail +dev sink at smtp://127\.0\.0\.1:\d+, each mail in {home / 'mail'}",
+                     stack.log()), stack.log()
+    cfg = herald_config.load({"REDIS_URL": f"redis://127.0.0.1:{stack.ports['redis']}/0",
+                              "HERALD_HOME": str(home)})
+    svc = herald_services.build(cfg)
+    svc.profiles.put("alice", {"email": "alice@example.com"})
+    created = svc.notifications.create(NewNotification(
+        title="Mail from the dev stack", recipients=["alice"], channels=[EMAIL]))
+    make_celery(cfg).send_task(dispatch_task_name(EMAIL),
+                               kwargs={"notification_id": created.id})
+
+    line = re.compile(r'mail: to=alice@example\.com subject="Mail from the dev stack" '
+                      r"-> (\S+\.eml)")
+    wait_until(lambda: line.search(stack.log()) is not None, 30, what="the sink's line")
+    kept = Path(line.search(stack.log())[1])
+    assert kept.parent == home / "mail"
+    assert b"Subject: Mail from the dev stack" in kept.read_bytes()
 
 
 def test_a_killed_streamer_is_restarted_and_the_other_services_keep_running(stack):
