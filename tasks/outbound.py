@@ -160,8 +160,9 @@ def attempt(task: Task, channel: Channel, delivery_id: str) -> str:
     if wait > 0:
         raise task.retry(countdown=wait)
     claim = svc.deliveries.claim(delivery_id, channel.lease(cfg))
-    if claim.state == BUSY:
-        raise task.retry(countdown=channel.lease(cfg))
+    if claim.state == BUSY:  # look again when the lease may have run out; a countdown
+        # beyond HERALD_RETRY_MAX could outlive a Redis broker's visibility timeout
+        raise task.retry(countdown=min(channel.lease(cfg), cfg.retry_max))
     if not claim.attempt:
         return claim.state
     notification = svc.notifications.load(delivery["notification_id"])
