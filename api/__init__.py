@@ -40,6 +40,7 @@ def create_app(config: Config) -> Flask:
         tokens,
         unsubscribe,
         users,
+        webhooks,
     )
     from api.schemas import MAX_BODY_BYTES
     from herald import logs, services
@@ -54,7 +55,7 @@ def create_app(config: Config) -> Flask:
     app.extensions["celery"] = make_celery(config)
     errors.register(app)
     for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters,
-                   users, unsubscribe):
+                   users, unsubscribe, webhooks):
         app.register_blueprint(module.bp)
     if not config.production:
         from api import demo

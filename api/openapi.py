@@ -24,10 +24,14 @@ from api.schemas import (
     ReadIn,
     RevokeIn,
     TokenIn,
+    WebhookIn,
 )
 from herald.channels import OUTBOUND
+from herald.deliveries import DELIVERY_ID_RULE
 from herald.event import USER_RULE
+from herald.ids import id_rule
 from herald.unsubscribe import TOKEN_RULE
+from herald.webhooks import ID_PREFIX as WEBHOOK_ID_PREFIX
 
 bp = Blueprint("openapi", __name__)
 
@@ -212,6 +216,29 @@ class Preferences(Out):
     email: dict[str, bool]
 
 
+class Webhook(Out):
+    id: str
+    url: str
+    topics: list[str]
+    categories: list[str]
+    description: str
+    created_at: str
+
+
+class WebhookCreated(Webhook):
+    secret: str
+
+
+class WebhookList(Out):
+    items: list[Webhook]
+
+
+class WebhookTestSent(Out):
+    delivery_id: str
+    notification_id: str
+    status_url: str
+
+
 class Health(Out):
     status: Literal["ok", "unavailable"]
     redis: str
@@ -222,7 +249,8 @@ MODELS: list[type[BaseModel]] = [
     NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
     NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
     TokenMinted, Revoked, Health, DeliveryRecord, DeadLetters, ProfileIn, PreferencesIn,
-    Profile, Preferences,
+    Profile, Preferences, WebhookIn, Webhook, WebhookCreated, WebhookList,
+    WebhookTestSent,
 ]
 ERRORS = {
     "400": "A field breaks its rule (the error names it), or the body is not JSON.",
@@ -394,11 +422,41 @@ def paths() -> dict[str, Any]:
             "Send a dead letter again",
             ("202", DeliveryRecord, "Revived (pending) and sent to its channel's queue."),
             ["401", "403", "404", "429"], params=[_path_id("id", "^.+$")])},
+        **webhook_paths(),
         "/healthz": {"get": _operation(
             "Redis and broker health", ("200", Health, "Both answer."), [], auth=False)
             | {"responses": {"200": _json(Health, "Both answer."),
                              "503": _json(Health, "One does not answer.")}}},
     } | users() | unsubscribe()
+
+
+def webhook_paths() -> dict[str, Any]:
+    endpoint = _path_id("id", f"^{id_rule(WEBHOOK_ID_PREFIX)}$")
+    reading = ["401", "403", "404"]
+    deleted = _operation("Delete a webhook endpoint", ("204", Webhook, ""), reading,
+                         params=[endpoint])
+    deleted["responses"]["204"] = {"description": "Deleted; no body."}
+    return {
+        "/api/webhooks": {
+            "post": _operation(
+                "Register a webhook endpoint",
+                ("201", WebhookCreated, "The endpoint with its signing secret (shown once)."),
+                ["400", "401", "403", "413", "415"], WebhookIn),
+            "get": _operation("Webhook endpoints, oldest first (no secrets)",
+                              ("200", WebhookList, "Every endpoint."), ["401", "403"])},
+        "/api/webhooks/{id}": {
+            "get": _operation("A webhook endpoint (no secret)", ("200", Webhook, "It."),
+                              reading, params=[endpoint]),
+            "delete": deleted},
+        "/api/webhooks/{id}/test": {"post": _operation(
+            "Send a `webhook.test` delivery to the endpoint",
+            ("202", WebhookTestSent, "Queued; follow `status_url`."), [*reading, "429"],
+            params=[endpoint])},
+        "/api/webhooks/{id}/deliveries/{delivery_id}": {"get": _operation(
+            "A delivery to a webhook endpoint",
+            ("200", DeliveryRecord, "Its state, attempts and last error."), reading,
+            params=[endpoint, _path_id("delivery_id", f"^{DELIVERY_ID_RULE}$")])},
+    }
 
 
 def document() -> dict[str, Any]:

@@ -31,6 +31,7 @@ from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
 from herald.ids import id_rule
 from herald.reading import MAX_READ_IDS
 from herald.tokens import GRANT_RULE, MAX_GRANTS
+from herald.webhooks import MAX_URL_LENGTH
 
 MAX_BODY_BYTES = 64 * 1024
 IDEMPOTENCY_KEY_RULE = r"[\x21-\x7e]{1,255}"  # visible ASCII
@@ -88,6 +89,17 @@ class NotificationIn(Strict):
     channels: Channels = Field(default_factory=lambda: [INAPP])
     category: Category = DEFAULT_CATEGORY
     critical: bool = False
+
+
+class WebhookIn(Strict):
+    """POST /api/webhooks: ``topics`` (grants: ``orders``, ``user:*``) and/or
+    ``categories`` the endpoint wants (``herald.webhooks``); the URL rule is checked by
+    the handler (it depends on the deployment)."""
+
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    topics: list[TopicGrant] = Field(default_factory=list, max_length=MAX_GRANTS)
+    categories: list[Category] = Field(default_factory=list, max_length=32)
+    description: str = Field("", max_length=500)
 
 
 class EventIn(Strict):

@@ -24,6 +24,7 @@ from herald.profiles import ProfileStore
 from herald.publisher import Publisher
 from herald.ratelimit import RateLimiter
 from herald.revocation import Revocations
+from herald.webhooks import WebhookStore
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Services:
     deliveries: DeliveryStore
     profiles: ProfileStore
     preferences: PreferenceStore
+    webhooks: WebhookStore
 
 
 def build(config: Config, redis_client: redis.Redis | None = None) -> Services:
@@ -66,4 +68,5 @@ def build(config: Config, redis_client: redis.Redis | None = None) -> Services:
         deliveries=DeliveryStore(redis_client, keys, config.retention),
         profiles=ProfileStore(redis_client, keys),
         preferences=PreferenceStore(redis_client, keys),
+        webhooks=WebhookStore(redis_client, keys),
     )

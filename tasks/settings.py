@@ -20,7 +20,7 @@ from herald.config import Config
 from herald.keys import Keys
 
 # The modules whose tasks a worker runs (Celery's ``imports``; ``tasks.jobs.kinds``).
-TASK_MODULES = ("tasks.notifications", "tasks.email", "tasks.demo")
+TASK_MODULES = ("tasks.notifications", "tasks.email", "tasks.webhooks", "tasks.demo")
 
 
 def celery_settings(config: Config) -> dict[str, Any]:

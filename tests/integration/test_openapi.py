@@ -106,3 +106,22 @@ def test_profile_preferences_and_unsubscribe_answers_match_the_document(spec, ap
                            ("post", httpx.post(link, data={}))]:
         described = operation[method]["responses"][str(answer.status_code)]
         assert answer.headers["content-type"].split(";")[0] in described["content"]
+
+
+def test_webhook_answers_match_the_document(spec, api):
+    created = api.post("/api/webhooks", json={"url": "http://127.0.0.1:9/hook",
+                                              "topics": ["orders"], "description": "d"})
+    _check(spec, "/api/webhooks", "POST", created)
+    _check(spec, "/api/webhooks", "POST", api.post("/api/webhooks", json={"url": "ftp://x"}))
+    _check(spec, "/api/webhooks", "GET", api.get("/api/webhooks"))
+    endpoint = f"/api/webhooks/{created.json()['id']}"
+    _check(spec, "/api/webhooks/{id}", "GET", api.get(endpoint))
+    sent = api.post(f"{endpoint}/test")
+    _check(spec, "/api/webhooks/{id}/test", "POST", sent)
+    template = "/api/webhooks/{id}/deliveries/{delivery_id}"
+    _check(spec, template, "GET", api.get(sent.json()["status_url"]))
+    _check(spec, template, "GET", api.get(f"{endpoint}/deliveries/d_nope"))
+    assert api.delete(endpoint).status_code == 204
+    assert "204" in spec["paths"]["/api/webhooks/{id}"]["delete"]["responses"]
+    _check(spec, "/api/webhooks/{id}", "DELETE", api.delete(endpoint))
+    _check(spec, "/api/webhooks/{id}/test", "POST", api.post(f"{endpoint}/test"))
