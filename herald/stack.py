@@ -1,6 +1,6 @@
 """``herald run``: the whole stack in the foreground, for a developer's machine.
 
-Starts the API (gunicorn), one Celery worker, one streamer and Flower under a
+Starts the API (gunicorn), two Celery workers, one streamer and Flower under a
 ``herald.processes.Supervisor`` (each in its own process group, its output prefixed
 with its name), with Redis from ``REDIS_URL`` when it answers and an embedded
 ``redis-server`` (data under ``$HERALD_HOME/redis``) when it does not. Prints every URL
@@ -9,6 +9,12 @@ credentials). No secret is on a command line: Flower reads its basic auth from
 ``FLOWER_BASIC_AUTH`` in its environment. In development without ``HERALD_SMTP_URL``
 it also starts a mail sink (``herald.mailsink``, mail kept under ``$HERALD_HOME/mail``)
 and points every service's ``HERALD_SMTP_URL`` at it.
+
+The two workers split the queues (``worker_queues``) so a slow outside service never
+takes the in-app worker's slots: ``worker`` (``herald@%h``, the configured pool) runs
+jobs and in-app delivery, ``outbound`` (``outbound@%h``, gevent, one greenlet per
+delivery waiting on the network) runs e-mail and webhooks. ``docker-compose.yml`` runs
+the same split as ``worker-inapp`` and ``worker-outbound``.
 
 Guarantees: a service that exits is logged and restarted with capped exponential
 backoff while the others keep running. Only Ctrl-C or SIGTERM stops the stack: SIGTERM
@@ -30,6 +36,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from herald.apikeys import ApiKeyStore
+from herald.channels import INAPP, OUTBOUND
 from herald.config import DEV_API_KEY_FILE, Config, as_environ, redact_url
 from herald.connection import answers, client
 from herald.embedded import EmbeddedRedis
@@ -47,6 +54,7 @@ API_WORKER = ("--worker-class", "api.worker.ApiWorker")
 API_HEAD_LIMITS = ("--limit-request-line", "4094", "--limit-request-fields", "32",
                    "--limit-request-field_size", "8190")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)
+WORKERS = ("worker", "outbound")  # no health URL of their own: Flower shows them
 MAILSINK, MAIL_DIR = "mailsink", "mail"
 
 
@@ -64,10 +72,18 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
 
 
+def worker_queues(keys: Keys) -> tuple[list[str], list[str]]:
+    """The queues of the in-app worker (jobs, in-app delivery) and of the outbound worker
+    (every channel that reaches the outside world): together, all of ``tasks.settings``'."""
+    return ([keys.task_queue, keys.channel_queue(INAPP)],
+            [keys.channel_queue(channel) for channel in OUTBOUND])
+
+
 def services(cfg: Config) -> list[Service]:
     """The processes ``herald run`` starts, with the commands compose uses too."""
     python = sys.executable
     flower_url = f"http://127.0.0.1:{cfg.flower_port}"
+    inapp, outbound = worker_queues(Keys(cfg.prefix))
     return [
         Service("api", [
             python, "-m", "gunicorn", "--bind", f"{cfg.api_host}:{cfg.api_port}",
@@ -77,9 +93,14 @@ def services(cfg: Config) -> list[Service]:
             "--graceful-timeout", "5", "--access-logfile", "-", "api.wsgi:from_environment()",
         ], f"{cfg.api_url}/healthz"),
         Service("worker", [
-            python, "-m", "celery", "-A", "tasks.app", "worker",
+            python, "-m", "celery", "-A", "tasks.app", "worker", "-Q", ",".join(inapp),
             "-P", cfg.worker_pool, "-c", str(cfg.worker_concurrency),
             "-l", "INFO", "-n", "herald@%h",
+        ], f"{cfg.api_url}/healthz"),
+        Service("outbound", [
+            python, "-m", "celery", "-A", "tasks.app", "worker", "-Q", ",".join(outbound),
+            "-P", "gevent", "-c", str(cfg.outbound_concurrency),
+            "-l", "INFO", "-n", "outbound@%h",
         ], f"{cfg.api_url}/healthz"),
         Service("streamer", [python, "-m", "streamer"], f"{cfg.streamer_url}/healthz"),
         Service("flower", [
@@ -187,7 +208,7 @@ def _supervise(cfg: Config, embedded: EmbeddedRedis | None, supervisor: Supervis
 
 def _announce(cfg: Config, stack: list[Service], embedded: EmbeddedRedis | None,
               supervisor: Supervisor) -> None:
-    waiting = {s.name: s.health_url for s in stack if s.health_url and s.name != "worker"}
+    waiting = {s.name: s.health_url for s in stack if s.health_url and s.name not in WORKERS}
     deadline = time.monotonic() + HEALTH_WAIT
     while waiting and time.monotonic() < deadline and not supervisor.stopping:
         for name, url in list(waiting.items()):
