@@ -1,4 +1,7 @@
-# One image for every Herald service; compose picks the command.
+# One image for every Herald service; compose picks the command: the API (below), the
+# streamer, Flower, and the two kinds of workers (worker-inapp: `-Q herald.tasks,herald.inapp`;
+# worker-outbound: `-Q herald.email,herald.webhook -P gevent`, needing HERALD_SMTP_URL and
+# HERALD_MAIL_FROM for e-mail). See docker-compose.yml.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HERALD_HOME=/var/lib/herald

@@ -28,7 +28,20 @@ def create_app(config: Config) -> Flask:
     from flask import Flask
     from flask_cors import CORS
 
-    from api import errors, events, health, inbox, jobs, notifications, openapi, tokens
+    from api import (
+        deadletters,
+        errors,
+        events,
+        health,
+        inbox,
+        jobs,
+        notifications,
+        openapi,
+        tokens,
+        unsubscribe,
+        users,
+        webhooks,
+    )
     from api.schemas import MAX_BODY_BYTES
     from herald import logs, services
     from herald.config import redact_url
@@ -41,7 +54,8 @@ def create_app(config: Config) -> Flask:
     app.extensions["herald"] = services.build(config)
     app.extensions["celery"] = make_celery(config)
     errors.register(app)
-    for module in (notifications, inbox, events, jobs, tokens, health, openapi):
+    for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters,
+                   users, unsubscribe, webhooks):
         app.register_blueprint(module.bp)
     if not config.production:
         from api import demo

@@ -1,4 +1,4 @@
-"""The demo page, in development only: ``/demo/`` and its ``/demo/config``.
+"""The demo page, in development only: ``/demo/``, its ``/demo/config`` and ``/demo/mail``.
 
 The page (``web/demo``, bundled into ``web/dist`` by ``npm run build``) needs to send
 notifications and start jobs like a backend would, so ``/demo/config`` hands it the dev
@@ -7,6 +7,9 @@ and why ``/demo/config`` answers only a same-origin ``fetch`` from this machine:
 peer must be a loopback address, the ``Host`` a loopback name (a DNS-rebinding page
 sends its own name), and ``Sec-Fetch-Site`` must be ``same-origin`` (a page of another
 origin, or a request without the browser's fetch metadata, is refused); 403 otherwise.
+``/demo/mail?user=<u>`` (a user's newest e-mails as the dev mail sink kept them under
+``$HERALD_HOME/mail``, see ``api.devmail``) is protected the same way: mail carries
+signed unsubscribe links.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from pathlib import Path
 
 from flask import Blueprint, Response, jsonify, redirect, request, send_from_directory
 
+from api import devmail
 from api.context import services
-from herald.errors import Refusal
+from herald.errors import Refusal, invalid
+from herald.event import USER_RULE, valid_user
 
 bp = Blueprint("demo", __name__, url_prefix="/demo")
 
@@ -42,7 +47,21 @@ def config() -> Response:
     _check_same_machine_page()
     cfg = services().config
     return jsonify(api_url=request.host_url.rstrip("/"), streamer_url=cfg.streamer_url,
-                   api_key=cfg.api_key)
+                   api_key=cfg.api_key, categories=list(cfg.categories))
+
+
+@bp.get("/mail")
+def mail() -> Response:
+    """The newest e-mails the dev mail sink kept for ``?user=``'s profile address."""
+    _check_same_machine_page()
+    user = request.args.get("user", "")
+    if not valid_user(user):
+        raise invalid("user", f"must match {USER_RULE}")
+    svc = services()
+    folder = svc.config.home / "mail"
+    address = svc.profiles.get(user)["email"]
+    items = devmail.newest(folder, address) if address and folder.is_dir() else []
+    return jsonify(user=user, address=address, folder=str(folder), items=items)
 
 
 def _check_same_machine_page() -> None:

@@ -6,13 +6,11 @@ the streamer's WebSocket ``read`` command.
 
 from __future__ import annotations
 
-import re
-
 from flask import Blueprint, Response, jsonify, request
 
 from api import auth
 from api.context import services
-from api.schemas import ReadIn, parse
+from api.schemas import ReadIn, limit, parse
 from herald import reading
 from herald.errors import invalid
 from herald.event import USER_RULE, valid_user
@@ -20,20 +18,17 @@ from herald.ids import valid_id
 
 bp = Blueprint("inbox", __name__, url_prefix="/api/users/<user>/notifications")
 
-DEFAULT_LIMIT, MAX_LIMIT = 20, 100
-ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
-
 
 @bp.get("")
 def page(user: str) -> Response:
     """Newest first, ``limit`` at a time; ``next_cursor`` fetches the next page."""
     _check_user(user)
     auth.publisher_or_user(user)
-    limit = _limit()
+    size = limit(request)
     cursor = request.args.get("cursor") or None
     if cursor is not None and not valid_id(cursor, "n"):
         raise invalid("cursor", "must be a next_cursor value from an earlier page")
-    result = services().inbox.page(user, cursor, limit)
+    result = services().inbox.page(user, cursor, size)
     return jsonify(items=result.items, unread=result.unread, next_cursor=result.next_cursor)
 
 
@@ -52,13 +47,3 @@ def mark_read(user: str) -> Response:
 def _check_user(user: str) -> None:
     if not valid_user(user):
         raise invalid("user", f"must match {USER_RULE}")
-
-
-def _limit() -> int:
-    raw = request.args.get("limit")
-    if raw is None:
-        return DEFAULT_LIMIT
-    # ASCII digits only: str.isdigit() and int() also take "²" and "٣".
-    if not ASCII_DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
-        raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT} (ASCII digits)")
-    return int(raw)

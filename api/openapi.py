@@ -8,10 +8,10 @@ cannot drift from what the API does.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from flask import Blueprint, Response, jsonify
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.json_schema import models_json_schema
 
 from api.schemas import (
@@ -19,11 +19,19 @@ from api.schemas import (
     EventIn,
     JobIn,
     NotificationIn,
+    PreferencesIn,
+    ProfileIn,
     ReadIn,
     RevokeIn,
     TokenIn,
+    WebhookIn,
 )
+from herald.channels import OUTBOUND
+from herald.deliveries import DELIVERY_ID_RULE
 from herald.event import USER_RULE
+from herald.ids import id_rule
+from herald.unsubscribe import TOKEN_RULE
+from herald.webhooks import ID_PREFIX as WEBHOOK_ID_PREFIX
 
 bp = Blueprint("openapi", __name__)
 
@@ -55,9 +63,38 @@ class NotificationAccepted(Out):
     created: bool
 
 
-class Delivery(Out):
-    state: Literal["pending", "delivered", "failed"]
+DeliveryState = Literal["pending", "sending", "sent", "skipped", "retrying", "failed",
+                        "dead"]
+
+
+class InappDelivery(Out):
+    """A notification's in-app delivery to a user (or its topic)."""
+
+    channel: Literal["inapp"]
+    target: str
+    state: Literal["pending", "sent", "skipped"]
+    attempts: int
+    error: str | None
+    next_attempt_at: None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
     event_id: str | None
+
+
+class OutboundDelivery(Out):
+    """A notification's delivery to an e-mail recipient or a webhook endpoint."""
+
+    channel: Literal["email", "webhook"]
+    target: str
+    id: str
+    state: DeliveryState
+    attempts: int
+    error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
 
 
 class NotificationRecord(Out):
@@ -66,13 +103,36 @@ class NotificationRecord(Out):
     title: str
     body: str
     data: dict[str, Any]
-    channels: list[str]
+    channels: list[Literal["inapp", "email", "webhook"]]
     recipients: list[str] | None
     topic: str | None
+    category: str
+    critical: bool
     error: str | None
     created_at: str
     updated_at: str
-    deliveries: dict[str, Delivery]
+    deliveries: list[Annotated[InappDelivery | OutboundDelivery,
+                               Field(discriminator="channel")]]
+
+
+class DeliveryRecord(Out):
+    """An outbound delivery on its own (a dead letter, a retried one)."""
+
+    id: str
+    notification_id: str
+    channel: Literal["email", "webhook"]
+    target: str
+    state: DeliveryState
+    attempts: int
+    error: str | None
+    next_attempt_at: str | None
+    created_at: str
+    updated_at: str
+    sent_at: str | None
+
+
+class DeadLetters(Out):
+    items: list[DeliveryRecord]
 
 
 class InboxItem(Out):
@@ -138,6 +198,47 @@ class Revoked(Out):
     revoked: bool
 
 
+class Profile(Out):
+    """A user's profile; null where unset."""
+
+    email: str | None
+    name: str | None
+    locale: str | None
+
+
+class Preferences(Out):
+    """Every channel a user chooses with every category of the deployment
+    (HERALD_CATEGORIES, in order): true when on (the default), false when turned off.
+    A settings page renders one switch per (channel, category) from it, and may
+    ``PUT`` it back changed."""
+
+    inapp: dict[str, bool]
+    email: dict[str, bool]
+
+
+class Webhook(Out):
+    id: str
+    url: str
+    topics: list[str]
+    categories: list[str]
+    description: str
+    created_at: str
+
+
+class WebhookCreated(Webhook):
+    secret: str
+
+
+class WebhookList(Out):
+    items: list[Webhook]
+
+
+class WebhookTestSent(Out):
+    delivery_id: str
+    notification_id: str
+    status_url: str
+
+
 class Health(Out):
     status: Literal["ok", "unavailable"]
     redis: str
@@ -147,7 +248,9 @@ class Health(Out):
 MODELS: list[type[BaseModel]] = [
     NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
     NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
-    TokenMinted, Revoked, Health,
+    TokenMinted, Revoked, Health, DeliveryRecord, DeadLetters, ProfileIn, PreferencesIn,
+    Profile, Preferences, WebhookIn, Webhook, WebhookCreated, WebhookList,
+    WebhookTestSent,
 ]
 ERRORS = {
     "400": "A field breaks its rule (the error names it), or the body is not JSON.",
@@ -164,6 +267,8 @@ ERRORS = {
 }
 USER = {"name": "user", "in": "path", "required": True,
         "schema": {"type": "string", "pattern": f"^{USER_RULE}$"}}
+LIMIT = {"name": "limit", "in": "query", "required": False,
+         "schema": {"type": "integer", "minimum": 1, "maximum": 100}}
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:
@@ -199,6 +304,77 @@ def _path_id(name: str, pattern: str) -> dict[str, Any]:
 
 
 SENDING = ["400", "401", "403", "413", "415", "429", "503"]
+WRITING = ["400", "401", "403", "413", "415"]
+
+
+def _html(description: str) -> dict[str, Any]:
+    return {"description": description,
+            "content": {"text/html": {"schema": {"type": "string"}}}}
+
+
+def _unsubscribe(summary: str, description: str, ok: str) -> dict[str, Any]:
+    """An operation of the unsubscribe pages: HTML, the signed token its credential."""
+    not_found = _html("The token's category is no longer sent (HTML page), or the path "
+                      "is not a token.")
+    not_found["content"]["application/json"] = {"schema": _ref(Error)}
+    return {
+        "summary": summary, "description": description, "security": [],
+        "parameters": [_path_id("token", f"^{TOKEN_RULE}$")],
+        "responses": {
+            "200": _html(ok),
+            "400": _html("The token was altered or cut short, or the body is not "
+                         "`List-Unsubscribe=One-Click`; nothing changed."),
+            "404": not_found,
+            "413": _json(Error, ERRORS["413"]),
+            "503": _json(Error, ERRORS["503"]),
+        },
+    }
+
+
+def users() -> dict[str, Any]:
+    """The profile and preferences of a user."""
+    token_or_key = "An API key, or the user's own token (another user's: 403)."
+    return {
+        "/api/users/{user}/profile": {
+            "get": _operation("A user's profile", ("200", Profile, "The profile."),
+                              ["400", "401", "403"], params=[USER])
+            | {"description": token_or_key},
+            "put": _operation("Replace a user's profile", ("200", Profile, "As stored."),
+                              WRITING, ProfileIn, [USER])
+            | {"description": "An API key only: the address is the publisher's data "
+                              "(Herald does not verify that a user owns it), so a user's "
+                              "token is answered 403."}},
+        "/api/users/{user}/preferences": {
+            "get": _operation("A user's preferences, every channel and category",
+                              ("200", Preferences, "The preferences."),
+                              ["400", "401", "403"], params=[USER])
+            | {"description": token_or_key},
+            "put": _operation("Replace a user's preferences",
+                              ("200", Preferences, "As stored, as GET answers them."),
+                              WRITING, PreferencesIn, [USER])
+            | {"description": f"{token_or_key} A pair left out is on; a category not "
+                              "in HERALD_CATEGORIES is answered 400 naming it "
+                              "(`email.promo`)."}},
+    }
+
+
+def unsubscribe() -> dict[str, Any]:
+    """The one-click unsubscribe pages (RFC 8058)."""
+    one_click = {"type": "object", "required": ["List-Unsubscribe"],
+                 "properties": {"List-Unsubscribe": {"const": "One-Click"}}}
+    post = _unsubscribe(
+        "Unsubscribe: turn the user's e-mail off for the token's category",
+        "RFC 8058 one-click unsubscribe, also what the page's button posts. The signed "
+        "token is the credential. Posting again changes nothing more.",
+        "Done (or done before); a confirmation page.")
+    post["requestBody"] = {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": one_click}}}
+    return {"/api/unsubscribe/{token}": {
+        "get": _unsubscribe(
+            "The unsubscribe page: a question and its button",
+            "Changes nothing (mail scanners open links); the button POSTs.",
+            "The page."),
+        "post": post}}
 
 
 def paths() -> dict[str, Any]:
@@ -219,8 +395,7 @@ def paths() -> dict[str, Any]:
             params=[USER,
                     {"name": "cursor", "in": "query", "required": False,
                      "schema": {"type": "string"}},
-                    {"name": "limit", "in": "query", "required": False,
-                     "schema": {"type": "integer", "minimum": 1, "maximum": 100}}])},
+                    LIMIT])},
         "/api/users/{user}/notifications/read": {"post": _operation(
             "Mark inbox entries read", ("200", Marked, "How many were unread."),
             ["400", "401", "403", "413", "415"], ReadIn, [USER])},
@@ -238,10 +413,49 @@ def paths() -> dict[str, Any]:
         "/api/tokens/revoke": {"post": _operation(
             "Revoke a subscriber token", ("200", Revoked, "Revoked."),
             ["400", "401", "403", "413", "415"], RevokeIn)},
+        "/api/dead-letters": {"get": _operation(
+            "Dead letters, newest first", ("200", DeadLetters, "One page."),
+            ["400", "401", "403"],
+            params=[{"name": "channel", "in": "query", "required": False,
+                     "schema": {"type": "string", "enum": list(OUTBOUND)}}, LIMIT])},
+        "/api/dead-letters/{id}/retry": {"post": _operation(
+            "Send a dead letter again",
+            ("202", DeliveryRecord, "Revived (pending) and sent to its channel's queue."),
+            ["401", "403", "404", "429"], params=[_path_id("id", "^.+$")])},
+        **webhook_paths(),
         "/healthz": {"get": _operation(
             "Redis and broker health", ("200", Health, "Both answer."), [], auth=False)
             | {"responses": {"200": _json(Health, "Both answer."),
                              "503": _json(Health, "One does not answer.")}}},
+    } | users() | unsubscribe()
+
+
+def webhook_paths() -> dict[str, Any]:
+    endpoint = _path_id("id", f"^{id_rule(WEBHOOK_ID_PREFIX)}$")
+    reading = ["401", "403", "404"]
+    deleted = _operation("Delete a webhook endpoint", ("204", Webhook, ""), reading,
+                         params=[endpoint])
+    deleted["responses"]["204"] = {"description": "Deleted; no body."}
+    return {
+        "/api/webhooks": {
+            "post": _operation(
+                "Register a webhook endpoint",
+                ("201", WebhookCreated, "The endpoint with its signing secret (shown once)."),
+                ["400", "401", "403", "413", "415"], WebhookIn),
+            "get": _operation("Webhook endpoints, oldest first (no secrets)",
+                              ("200", WebhookList, "Every endpoint."), ["401", "403"])},
+        "/api/webhooks/{id}": {
+            "get": _operation("A webhook endpoint (no secret)", ("200", Webhook, "It."),
+                              reading, params=[endpoint]),
+            "delete": deleted},
+        "/api/webhooks/{id}/test": {"post": _operation(
+            "Send a `webhook.test` delivery to the endpoint",
+            ("202", WebhookTestSent, "Queued; follow `status_url`."), [*reading, "429"],
+            params=[endpoint])},
+        "/api/webhooks/{id}/deliveries/{delivery_id}": {"get": _operation(
+            "A delivery to a webhook endpoint",
+            ("200", DeliveryRecord, "Its state, attempts and last error."), reading,
+            params=[endpoint, _path_id("delivery_id", f"^{DELIVERY_ID_RULE}$")])},
     }
 
 

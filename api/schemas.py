@@ -9,27 +9,64 @@ models describe the API in OpenAPI (JSON Schema 2020-12).
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal, TypeVar
 
 from flask import Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+)
 
 from api.errors import from_validation
-from herald.errors import Refusal
+from herald import profiles
+from herald.channels import CATEGORY_RULE, DEFAULT_CATEGORY, INAPP
+from herald.errors import Refusal, invalid
 from herald.event import TOPIC_RULE, TYPE_RULE, USER_RULE
 from herald.ids import id_rule
 from herald.reading import MAX_READ_IDS
 from herald.tokens import GRANT_RULE, MAX_GRANTS
+from herald.webhooks import MAX_URL_LENGTH
 
 MAX_BODY_BYTES = 64 * 1024
 IDEMPOTENCY_KEY_RULE = r"[\x21-\x7e]{1,255}"  # visible ASCII
+DEFAULT_LIMIT, MAX_LIMIT = 20, 100  # a page of a list: the inbox, the dead letters
+ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
 
 UserName = Annotated[str, StringConstraints(pattern=f"^{USER_RULE}$")]
 TopicName = Annotated[str, StringConstraints(pattern=f"^{TOPIC_RULE}$")]
 TopicGrant = Annotated[str, StringConstraints(pattern=f"^{GRANT_RULE}$")]
 EventType = Annotated[str, StringConstraints(pattern=f"^{TYPE_RULE}$")]
 NotificationId = Annotated[str, StringConstraints(pattern=f"^{id_rule('n')}$")]
-Channel = Literal["inapp"]
+Channel = Literal["inapp", "email", "webhook"]  # herald.channels.CHANNELS
+Category = Annotated[str, StringConstraints(pattern=f"^{CATEGORY_RULE}$")]
+
+
+def _unique(channels: list[str]) -> list[str]:
+    if len(set(channels)) != len(channels):
+        raise ValueError("each channel at most once")
+    return channels
+
+
+Channels = Annotated[list[Channel], AfterValidator(_unique),
+                     Field(min_length=1, json_schema_extra={"uniqueItems": True})]
+
+# The profile's rules are herald.profiles' (their messages state them); the JSON Schema
+# of each says the same for OpenAPI.
+EmailAddress = Annotated[str, AfterValidator(profiles.email_address), WithJsonSchema(
+    {"type": "string", "format": "email", "maxLength": profiles.EMAIL_MAX})]
+DisplayName = Annotated[str, AfterValidator(profiles.display_name), WithJsonSchema(
+    {"type": "string", "minLength": 1, "maxLength": profiles.NAME_MAX,
+     "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"})]
+LocaleTag = Annotated[str, AfterValidator(profiles.locale_tag), WithJsonSchema(
+    {"type": "string", "maxLength": profiles.LOCALE_MAX,
+     "pattern": f"^{profiles.LOCALE_RULE}$"})]
+CategorySwitches = dict[str, bool]  # category -> on; categories checked by the handler
 
 
 class Strict(BaseModel):
@@ -37,14 +74,32 @@ class Strict(BaseModel):
 
 
 class NotificationIn(Strict):
-    """POST /api/notifications. Give ``recipients`` or ``topic``, not both."""
+    """POST /api/notifications. Give ``recipients`` or ``topic``, not both.
+
+    ``category`` must also be one of ``HERALD_CATEGORIES``, and ``email`` needs
+    ``recipients`` (and, in production, ``HERALD_SMTP_URL``): ``api.notifications``
+    checks what depends on the configuration.
+    """
 
     recipients: list[UserName] | None = Field(None, min_length=1)
     topic: TopicName | None = None
     title: str = Field(min_length=1, max_length=200)
     body: str = Field("", max_length=4000)
     data: dict[str, Any] = Field(default_factory=dict)
-    channels: list[Channel] = Field(default_factory=lambda: ["inapp"], min_length=1)
+    channels: Channels = Field(default_factory=lambda: [INAPP])
+    category: Category = DEFAULT_CATEGORY
+    critical: bool = False
+
+
+class WebhookIn(Strict):
+    """POST /api/webhooks: ``topics`` (grants: ``orders``, ``user:*``) and/or
+    ``categories`` the endpoint wants (``herald.webhooks``); the URL rule is checked by
+    the handler (it depends on the deployment)."""
+
+    url: str = Field(min_length=1, max_length=MAX_URL_LENGTH)
+    topics: list[TopicGrant] = Field(default_factory=list, max_length=MAX_GRANTS)
+    categories: list[Category] = Field(default_factory=list, max_length=32)
+    description: str = Field("", max_length=500)
 
 
 class EventIn(Strict):
@@ -84,6 +139,24 @@ class ReadIn(Strict):
     all: bool | None = None
 
 
+class ProfileIn(Strict):
+    """PUT /api/users/<user>/profile: replaces the profile (a field left out or null is
+    removed). ``email`` is stored normalised, ``locale`` in its conventional case."""
+
+    email: EmailAddress | None = None
+    name: DisplayName | None = None
+    locale: LocaleTag | None = None
+
+
+class PreferencesIn(Strict):
+    """PUT /api/users/<user>/preferences: per channel, category -> on (true) or off
+    (false); replaces the preferences (a pair left out is on). Categories must be those
+    of HERALD_CATEGORIES (checked by the handler: the model knows no deployment)."""
+
+    inapp: CategorySwitches = Field(default_factory=dict)
+    email: CategorySwitches = Field(default_factory=dict)
+
+
 Model = TypeVar("Model", bound=BaseModel)
 
 
@@ -107,3 +180,15 @@ def too_large() -> Refusal:
     """The 413 for a body over ``MAX_BODY_BYTES``, declared or streamed."""
     return Refusal(413, "payload_too_large",
                    f"request body must be at most {MAX_BODY_BYTES} bytes")
+
+
+def limit(request: Request) -> int:
+    """The ``limit`` query parameter of a list: 1 to ``MAX_LIMIT``, ``DEFAULT_LIMIT``
+    when absent; 400 otherwise."""
+    raw = request.args.get("limit")
+    if raw is None:
+        return DEFAULT_LIMIT
+    # ASCII digits only: str.isdigit() and int() also take "²" and "٣".
+    if not ASCII_DIGITS.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise invalid("limit", f"must be an integer from 1 to {MAX_LIMIT} (ASCII digits)")
+    return int(raw)

@@ -123,11 +123,36 @@ def _prefix(value: str) -> str:
     return value
 
 
+def _mail_from(value: str) -> str:
+    from email.headerregistry import Address
+    from email.utils import parseaddr
+
+    name, address = parseaddr(value)
+    user, at, domain = address.rpartition("@")
+    if not (user and at and domain) or "\n" in value or "\r" in value:
+        raise ValueError("must be an address, as `Name <user@example.com>` or `user@example.com`")
+    return str(Address(name, addr_spec=address)) if name else address
+
+
+def _categories(names: tuple[str, ...]) -> tuple[str, ...]:
+    from herald.channels import CATEGORY_RULE, DEFAULT_CATEGORY, valid_category
+
+    if not names or any(not valid_category(name) for name in names):
+        raise ValueError(f"must be a comma-separated list of names matching {CATEGORY_RULE}")
+    if DEFAULT_CATEGORY not in names:
+        raise ValueError(f"must include {DEFAULT_CATEGORY!r}, the category of a "
+                         "notification that names none")
+    return tuple(dict.fromkeys(names))
+
+
 RedisUrl = Annotated[str, _scheme("redis", "rediss", "unix")]
 BrokerUrl = Annotated[str, _scheme("redis", "rediss", "amqp", "amqps", "pyamqp")]
 HttpUrl = Annotated[str, _scheme("http", "https")]
 Origins = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_origins)]
 Algorithms = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_algorithms)]
+Categories = Annotated[tuple[str, ...], BeforeValidator(_listed), AfterValidator(_categories)]
+SmtpUrl = Annotated[str, _scheme("smtp", "smtps")]
+MailFrom = Annotated[str, AfterValidator(_mail_from)]
 BasicAuth = Annotated[str, AfterValidator(_basic_auth)]
 Prefix = Annotated[str, AfterValidator(_prefix)]
 Home = Annotated[Path, AfterValidator(lambda path: path.expanduser().resolve())]
@@ -369,6 +394,61 @@ class Config(BaseSettings):
         "HERALD_RESTORE_INTERVAL", 5,
         "Redis broker: seconds between workers' sweeps for tasks to deliver again.",
         ge=1, le=3600)
+    categories: Categories = _var(
+        "HERALD_CATEGORIES", ("general", "account", "security", "marketing", "updates"),
+        "Categories a notification may have (comma-separated; must include `general`, "
+        "the default); users turn channels off per category.",
+        shown="`general,account,security,marketing,updates`")
+    outbound_concurrency: int = _var(
+        "HERALD_OUTBOUND_CONCURRENCY", 50,
+        "Greenlets of the e-mail and webhook worker in `herald run` (its deliveries wait "
+        "on the network, not the CPU).", ge=1, le=10_000)
+    smtp_url: SmtpUrl | None = _var(
+        "HERALD_SMTP_URL", None,
+        "SMTP server for e-mail: `smtp://user:password@host:587` (STARTTLS when offered; "
+        "required with a password in production), `smtps://...:465` (implicit TLS). Unset "
+        "in development: `herald run` starts a local mail sink keeping `.eml` files under "
+        "`$HERALD_HOME/mail`. Unset in production: the `email` channel is refused.",
+        shown="unset")
+    mail_from: MailFrom = _var(
+        "HERALD_MAIL_FROM", "Herald <herald@localhost>", "`From` of every e-mail.")
+    templates_dir: Path | None = _var(
+        "HERALD_TEMPLATES_DIR", None,
+        "Directory whose `email/notification.{txt,html,subject}` (Jinja2) override the "
+        "default e-mail templates.", shown="unset")
+    smtp_timeout: float = _var(
+        "HERALD_SMTP_TIMEOUT", 30.0,
+        "Seconds an SMTP connection or command may take before the attempt is retried.",
+        ge=0.1, le=600)
+    email_rate: float = _var(
+        "HERALD_EMAIL_RATE", 10.0,
+        "E-mails per second, across all workers (a token bucket in Redis).",
+        ge=0.01, le=100_000)
+    webhook_rate: float = _var(
+        "HERALD_WEBHOOK_RATE", 10.0,
+        "Webhook deliveries per second to one endpoint, across all workers.",
+        ge=0.01, le=100_000)
+    webhook_timeout: float = _var(
+        "HERALD_WEBHOOK_TIMEOUT", 10.0,
+        "Seconds a webhook endpoint has to answer before the attempt is retried.",
+        ge=0.1, le=600)
+    webhook_allow_private: bool | None = _var(
+        "HERALD_WEBHOOK_ALLOW_PRIVATE", None,
+        "Allow webhook URLs on loopback, link-local and private addresses, and `http://`. "
+        "Default: allowed in development, refused in production (server-side request "
+        "forgery).", shown="development only")
+    delivery_attempts: int = _var(
+        "HERALD_DELIVERY_ATTEMPTS", 8,
+        "Attempts of an e-mail or webhook delivery before it becomes a dead letter.",
+        ge=1, le=100)
+    retry_base: float = _var(
+        "HERALD_RETRY_BASE", 2.0,
+        "Seconds of the first retry's backoff ceiling; it doubles with each attempt "
+        "(full jitter: the delay is drawn between 0 and the ceiling).", ge=0.01, le=3600)
+    retry_max: float = _var(
+        "HERALD_RETRY_MAX", 600.0,
+        "Largest backoff ceiling, in seconds (also caps an honoured `Retry-After`); "
+        "must be below `HERALD_VISIBILITY_TIMEOUT`.", ge=0.01, le=86_400)
     log_level: LogLevel = _var("HERALD_LOG_LEVEL", "INFO", "Log level of every service.")
 
     @classmethod
@@ -405,6 +485,11 @@ class Config(BaseSettings):
                 f"HERALD_VISIBILITY_TIMEOUT={self.visibility_timeout} must exceed "
                 f"HERALD_TASK_TIME_LIMIT={self.task_time_limit}, or running tasks are "
                 "delivered twice")
+        if self.retry_max >= self.visibility_timeout:
+            problems.append(
+                f"HERALD_RETRY_MAX={self.retry_max:g} must be below "
+                f"HERALD_VISIBILITY_TIMEOUT={self.visibility_timeout}, or a delayed retry "
+                "is delivered again and again by a Redis broker")
         if self.pubsub_silence <= self.pubsub_keepalive:
             problems.append(
                 f"HERALD_PUBSUB_SILENCE={self.pubsub_silence:g} must exceed "
@@ -417,6 +502,12 @@ class Config(BaseSettings):
     @property
     def production(self) -> bool:
         return self.env == "production"
+
+    @property
+    def webhooks_may_reach_private(self) -> bool:
+        """Whether webhook URLs may be ``http://`` or point at non-public addresses."""
+        allowed = self.webhook_allow_private
+        return not self.production if allowed is None else allowed
 
     def replace(self, **changes: Any) -> Config:
         """A copy with some fields changed, not checked again (tests, ``herald run``)."""

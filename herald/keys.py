@@ -92,6 +92,36 @@ class Keys:
     def unread(self, user: str) -> str:
         return f"{self.prefix}:inbox:{user}:unread"
 
+    # Delivery channels (herald.deliveries, herald.profiles, herald.preferences).
+    def delivery(self, delivery_id: str) -> str:
+        """Hash: one outbound delivery's state, attempts, error and timestamps."""
+        return f"{self.prefix}:delivery:{delivery_id}"
+
+    def deliveries_of(self, notification_id: str) -> str:
+        """Hash ``<channel> <target>`` -> delivery id, for a notification's status."""
+        return f"{self.prefix}:notification:{notification_id}:deliveries"
+
+    def dead_letters(self, channel: str) -> str:
+        """Sorted set of a channel's dead delivery ids, scored by when each died (ms)."""
+        return f"{self.prefix}:dead:{channel}"
+
+    def profile(self, user: str) -> str:
+        """Hash of a user's ``email``, ``name`` and ``locale``."""
+        return f"{self.prefix}:profile:{user}"
+
+    def preferences(self, user: str) -> str:
+        """Hash ``<channel>:<category>`` -> ``0`` (off) or ``1`` (on) of a user."""
+        return f"{self.prefix}:preferences:{user}"
+
+    @property
+    def webhooks(self) -> str:
+        """Hash of webhook endpoint id -> its record (JSON)."""
+        return f"{self.prefix}:webhooks"
+
+    def channel_rate(self, name: str) -> str:
+        """Token bucket shared by every worker for an outbound channel (or endpoint)."""
+        return f"{self.prefix}:rate:channel:{name}"
+
     # Jobs.
     def job(self, job_id: str) -> str:
         return f"{self.prefix}:job:{job_id}"
@@ -99,8 +129,13 @@ class Keys:
     # Celery, on whichever broker: see tasks.settings.
     @property
     def task_queue(self) -> str:
-        """The queue every task goes to (a RabbitMQ queue, or a list under ``broker_keyprefix``)."""
+        """The queue of tasks that are not a channel's (jobs, the demo), a RabbitMQ queue or a
+        list under ``broker_keyprefix``."""
         return f"{self.prefix}.tasks"
+
+    def channel_queue(self, channel: str) -> str:
+        """The queue a channel's tasks go to (``herald.inapp``, ``herald.email``, ...)."""
+        return f"{self.prefix}.{channel}"
 
     @property
     def control_exchange(self) -> str:
@@ -120,4 +155,8 @@ class Keys:
     @property
     def task_queue_key(self) -> str:
         """Redis broker: the list holding the tasks waiting in ``task_queue``."""
-        return self.broker_keyprefix + self.task_queue
+        return self.queue_key(self.task_queue)
+
+    def queue_key(self, queue: str) -> str:
+        """Redis broker: the list holding the tasks waiting in ``queue``."""
+        return self.broker_keyprefix + queue

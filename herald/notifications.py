@@ -1,13 +1,20 @@
 """Notification records in Redis.
 
-A record is a hash holding what was asked (title, body, data, channels, recipients or
-topic) and its status: ``queued`` when stored by the API, ``sending`` while a worker
-delivers it, then ``delivered`` or ``failed``. Beside it, a hash per notification maps
-each destination topic to its delivery state and the id of the event that delivered it.
+A record is a hash holding what was asked (title, body, data, channels, category,
+critical, recipients or topic) and its status. The status is about dispatch, channel by
+channel: ``queued`` when stored by the API, ``sending`` once a channel's task started,
+``delivered`` once every requested channel's task has run (in-app: each destination got
+its inbox entry and event, or was skipped; e-mail and webhooks: each target's delivery is
+recorded and queued, and its outcome is in the delivery's own record), ``failed`` when a
+channel's task gave up (Redis unreachable through all its retries) and until every
+channel has run. Beside the record, a hash per notification maps each in-app destination
+topic to its state (``delivered``, or ``skipped``: the user turned in-app off for the
+category) and another to the id of the event that delivered it.
 
 Guarantees: ``create`` stores a record and claims its idempotency key in one atomic
-step, so two requests with the same key store one record; every key of a notification
-expires after ``HERALD_RETENTION`` seconds.
+step, so two requests with the same key store one record; ``dispatched`` records a
+channel's task as run and moves the status in one atomic step; every key of a
+notification expires after ``HERALD_RETENTION`` seconds.
 """
 
 from __future__ import annotations
@@ -19,12 +26,16 @@ from typing import Any
 
 import redis
 
+from herald.channels import DEFAULT_CATEGORY, INAPP
+from herald.event import USER_TOPIC_PREFIX, id_key
 from herald.ids import new_id
 from herald.keys import Keys
 from herald.times import iso, now_ms
 
 QUEUED, SENDING, DELIVERED, FAILED = "queued", "sending", "delivered", "failed"
-PENDING = "pending"
+# In-app destination states as stored, and as ``describe`` shows them.
+PENDING, SKIPPED, SENT = "pending", "skipped", "sent"
+OPTED_OUT = "opted out"  # the one reason an in-app destination is skipped
 # Long enough to cover any client's retry loop, short enough to bound the key count.
 IDEMPOTENCY_TTL = 24 * 3600
 
@@ -38,6 +49,29 @@ end
 redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return false
+"""
+
+# KEYS: record; ARGV: now
+_BEGIN = """
+if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[1])
+return 1
+"""
+
+# KEYS: record; ARGV: channel, now. Answers the status after the change (false: gone).
+_DISPATCHED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+redis.call('HSET', KEYS[1], 'ran:' .. ARGV[1], '1')
+local status = redis.call('HGET', KEYS[1], 'status')
+for _, channel in ipairs(cjson.decode(redis.call('HGET', KEYS[1], 'channels'))) do
+  if redis.call('HEXISTS', KEYS[1], 'ran:' .. channel) == 0 then
+    if status ~= 'queued' then return status end
+    redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[2])
+    return 'sending'
+  end
+end
+redis.call('HSET', KEYS[1], 'status', 'delivered', 'error', '', 'updated_at', ARGV[2])
+return 'delivered'
 """
 
 _SET_STATUS = """
@@ -57,6 +91,8 @@ class NewNotification:
     channels: list[str] = field(default_factory=lambda: ["inapp"])
     recipients: list[str] | None = None
     topic: str | None = None
+    category: str = DEFAULT_CATEGORY
+    critical: bool = False
 
     def fingerprint(self) -> str:
         """A hash of the request, to tell a retry from a different request."""
@@ -82,6 +118,8 @@ class NotificationStore:
         self.retention = retention
         self._create = redis_client.register_script(_CREATE)
         self._set_status = redis_client.register_script(_SET_STATUS)
+        self._begin = redis_client.register_script(_BEGIN)
+        self._dispatched = redis_client.register_script(_DISPATCHED)
 
     def create(self, new: NewNotification, idempotency_key: str | None = None) -> Created:
         """Store ``new`` as ``queued``, unless ``idempotency_key`` was used already.
@@ -122,8 +160,19 @@ class NotificationStore:
                                 args=[status, now_ms(), error])
         return bool(done)
 
+    def begin(self, notification_id: str) -> None:
+        """A channel's task starts: ``queued`` becomes ``sending`` (others stay)."""
+        self._begin(keys=[self.keys.notification(notification_id)], args=[now_ms()])
+
+    def dispatched(self, notification_id: str, channel: str) -> str | None:
+        """Record that ``channel``'s task has run; answer the status it leaves (None:
+        no record). The last of the requested channels makes it ``delivered``."""
+        return self._dispatched(keys=[self.keys.notification(notification_id)],
+                                args=[channel, now_ms()]) or None
+
     def describe(self, notification_id: str) -> dict[str, Any] | None:
-        """The record as the API shows it, with per-destination delivery state."""
+        """The record as the API shows it, with its in-app deliveries (``inapp_items``);
+        the outbound ones are ``herald.deliveries``' to show."""
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(self.keys.notification(notification_id))
         pipe.hgetall(self.keys.recipient_state(notification_id))
@@ -154,6 +203,8 @@ class NotificationStore:
             "channels": json.dumps(new.channels),
             "recipients": json.dumps(new.recipients) if new.recipients is not None else "",
             "topic": new.topic or "",
+            "category": new.category,
+            "critical": "1" if new.critical else "0",
             "status": QUEUED,
             "error": "",
             "created_at": now,
@@ -165,7 +216,6 @@ class NotificationStore:
 
 def _public(record: dict[str, str], states: dict[str, str],
             events: dict[str, str]) -> dict[str, Any]:
-    destinations = NotificationStore.destinations(record)
     return {
         "id": record["id"],
         "status": record["status"],
@@ -175,11 +225,41 @@ def _public(record: dict[str, str], states: dict[str, str],
         "channels": json.loads(record["channels"]),
         "recipients": json.loads(record["recipients"]) if record["recipients"] else None,
         "topic": record["topic"] or None,
+        "category": record.get("category") or DEFAULT_CATEGORY,
+        "critical": record.get("critical") == "1",
         "error": record.get("error") or None,
         "created_at": iso(record["created_at"]),
         "updated_at": iso(record["updated_at"]),
-        "deliveries": {
-            topic: {"state": states.get(topic, PENDING), "event_id": events.get(topic)}
-            for topic in destinations
-        },
+        "deliveries": inapp_items(record, states, events),
+    }
+
+
+def inapp_items(record: dict[str, str], states: dict[str, str],
+                events: dict[str, str]) -> list[dict[str, Any]]:
+    """One item per in-app destination (none when in-app was not asked for).
+
+    The target is the user (the topic for a topic notification); a stored ``delivered``
+    shows as ``sent``, at the time of its event; a ``skipped`` one says why.
+    """
+    if INAPP not in json.loads(record["channels"]):
+        return []
+    return [_inapp_item(record, topic, states.get(topic, PENDING), events.get(topic))
+            for topic in NotificationStore.destinations(record)]
+
+
+def _inapp_item(record: dict[str, str], topic: str, state: str,
+                event_id: str | None) -> dict[str, Any]:
+    sent_at = iso(id_key(event_id)[0]) if event_id else None
+    shown = SENT if state == DELIVERED else state
+    return {
+        "channel": INAPP,
+        "target": topic.removeprefix(USER_TOPIC_PREFIX) if not record["topic"] else topic,
+        "state": shown,
+        "attempts": 1 if shown == SENT else 0,
+        "error": OPTED_OUT if shown == SKIPPED else None,
+        "next_attempt_at": None,
+        "created_at": iso(record["created_at"]),
+        "updated_at": sent_at or iso(record["updated_at"]),
+        "sent_at": sent_at,
+        "event_id": event_id,
     }

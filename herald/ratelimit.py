@@ -1,14 +1,16 @@
-"""A token bucket per caller in Redis: ``rate`` requests per second, bursts of ``burst``.
+"""A token bucket per name in Redis: ``rate`` per second, bursts of ``burst``.
 
-The bucket is refilled and spent in one Lua script, so every API process shares one
-limit per key. ``take`` answers how long to wait when the bucket is empty.
+The bucket is refilled and spent in one Lua script, so every process shares one limit
+per name: the API's per API key, the workers' per outbound channel or webhook endpoint
+(Celery's own ``rate_limit`` is per worker process). ``take`` answers how long to wait
+when the bucket is empty.
 """
 
 from __future__ import annotations
 
-import redis
+from collections.abc import Callable
 
-from herald.keys import Keys
+import redis
 
 _TAKE = """
 local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -27,17 +29,17 @@ return tostring(wait)
 
 
 class RateLimiter:
-    """Shared token buckets, one per caller name (``Keys.rate``)."""
+    """Shared token buckets, one per name, stored at ``key_of(name)`` (a ``Keys`` method)."""
 
-    def __init__(self, redis_client: redis.Redis, keys: Keys, rate: float,
+    def __init__(self, redis_client: redis.Redis, key_of: Callable[[str], str], rate: float,
                  burst: int) -> None:
         self.redis = redis_client
-        self.keys = keys
+        self.key_of = key_of
         self.rate = rate
         self.burst = burst
         self._take = redis_client.register_script(_TAKE)
 
     def take(self, name: str) -> float:
         """Spend one token of ``name``'s bucket: 0 if allowed, else seconds to wait."""
-        wait = self._take(keys=[self.keys.rate(name)], args=[self.rate, self.burst])
+        wait = self._take(keys=[self.key_of(name)], args=[self.rate, self.burst])
         return float(wait)

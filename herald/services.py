@@ -14,13 +14,17 @@ import redis
 from herald.apikeys import ApiKeyStore
 from herald.config import Config
 from herald.connection import client
+from herald.deliveries import DeliveryStore
 from herald.inbox import Inbox
 from herald.jobs import JobStore
 from herald.keys import Keys
 from herald.notifications import NotificationStore
+from herald.preferences import PreferenceStore
+from herald.profiles import ProfileStore
 from herald.publisher import Publisher
 from herald.ratelimit import RateLimiter
 from herald.revocation import Revocations
+from herald.webhooks import WebhookStore
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,10 @@ class Services:
     apikeys: ApiKeyStore
     revocations: Revocations
     limiter: RateLimiter
+    deliveries: DeliveryStore
+    profiles: ProfileStore
+    preferences: PreferenceStore
+    webhooks: WebhookStore
 
 
 def build(config: Config, redis_client: redis.Redis | None = None) -> Services:
@@ -56,5 +64,9 @@ def build(config: Config, redis_client: redis.Redis | None = None) -> Services:
         publisher=Publisher(redis_client, keys, config.history_maxlen, config.history_ttl),
         apikeys=ApiKeyStore(redis_client, keys),
         revocations=Revocations(redis_client, keys),
-        limiter=RateLimiter(redis_client, keys, config.publish_rate, config.publish_burst),
+        limiter=RateLimiter(redis_client, keys.rate, config.publish_rate, config.publish_burst),
+        deliveries=DeliveryStore(redis_client, keys, config.retention),
+        profiles=ProfileStore(redis_client, keys),
+        preferences=PreferenceStore(redis_client, keys),
+        webhooks=WebhookStore(redis_client, keys),
     )

@@ -73,10 +73,11 @@ class Grant:
         """True when this grant may receive events of ``topic``."""
         if topic in (user_topic(self.user), BROADCAST):
             return True
-        return any(_matches(pattern, topic) for pattern in self.topics)
+        return any(grant_matches(pattern, topic) for pattern in self.topics)
 
 
-def _matches(pattern: str, topic: str) -> bool:
+def grant_matches(pattern: str, topic: str) -> bool:
+    """True when the grant ``pattern`` (``room:42``, or a prefix ``room:*``) covers ``topic``."""
     if pattern.endswith("*"):
         return topic.startswith(pattern[:-1])
     return topic == pattern

@@ -12,16 +12,21 @@ Guarantees:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 import redis
 from celery import Celery, Task
 
 from herald import services as herald_services
 from herald.config import Config
+from herald.notifications import FAILED
 from herald.services import Services
 from tasks.settings import celery_settings
+
+log = logging.getLogger(__name__)
 
 # The retry policy of tasks whose work is Redis writes: retried with capped, jittered
 # backoff while Redis is unreachable, and at once after a lost worker process (the
@@ -75,3 +80,18 @@ def services_of(task: Task) -> Services:
     if not isinstance(app, HeraldCelery):
         raise TypeError(f"task {task.name} runs in {app!r}, not a Herald Celery app")
     return app.services
+
+
+class NotificationTask(Task):
+    """A task of one notification's channel (``notification_id``): marks the
+    notification ``failed``, with the reason, once its retries are exhausted."""
+
+    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
+                   einfo: Any) -> None:
+        notification_id = kwargs.get("notification_id") or (args[0] if args else None)
+        if notification_id:
+            try:
+                services_of(self).notifications.set_status(notification_id, FAILED,
+                                                           f"{type(exc).__name__}: {exc}")
+            except redis.RedisError:
+                log.exception("could not mark notification %s failed", notification_id)

@@ -1,14 +1,25 @@
-"""Delivering notifications: inbox entries plus one event per destination.
+"""Notifications: submitting one to its channels, and delivering it in-app.
 
-``deliver`` is a plain function; ``send_notification`` is the Celery task around it,
-which owns retries and takes its services from its app (``services_of``); ``submit``
-stores a notification and sends that task through the producer's Celery app.
+``submit`` stores a notification and sends one task per requested channel through the
+producer's Celery app: ``herald.send_notification`` for in-app (task id: the notification
+id), ``herald.<channel>.dispatch`` for e-mail and webhooks (task id
+``<notification id>.<channel>``; see ``tasks.outbound``), each routed to its channel's
+queue. ``deliver`` is the in-app work, a plain function; ``send_notification`` is the
+Celery task around it, which owns retries and takes its services from its app
+(``services_of``). The notification's ``status`` follows its channels' tasks (see
+``herald.notifications``): ``delivered`` once each has run.
 
-Guarantee (idempotency): for each destination topic, recording the delivery, writing
-the inbox entry and publishing the event happen in one Lua script guarded by the
-destination's state. Running the task again (broker redelivery with ``acks_late``, a
-retry after a lost connection, a worker killed mid-task) finds the destinations already
-delivered and adds no inbox entry and no event: each recipient gets exactly one of each.
+Guarantees of ``deliver``:
+- idempotency: for each destination topic, recording the delivery, writing the inbox
+  entry and publishing the event happen in one Lua script guarded by the destination's
+  state. Running the task again (broker redelivery with ``acks_late``, a retry after a
+  lost connection, a worker killed mid-task) finds the destinations already done and
+  adds no inbox entry and no event: each recipient gets exactly one of each;
+- preferences: a recipient who turned in-app off for the notification's category gets
+  no inbox entry and no event, unless the notification is ``critical``; the destination
+  is recorded ``skipped`` (``opted out``) in the same guarded step, so a run after the
+  user changed their mind does not change what was decided. A topic notification has no
+  known users: it is not filtered.
 """
 
 from __future__ import annotations
@@ -22,14 +33,16 @@ import redis
 from celery import Celery, Task, shared_task
 from kombu.exceptions import OperationalError
 
+from herald.channels import INAPP
 from herald.errors import DispatchError
 from herald.event import USER_TOPIC_PREFIX, encode_body
 from herald.inbox import INBOX_ADD_FUNCTION
-from herald.notifications import DELIVERED, FAILED, SENDING, Created, NewNotification
+from herald.notifications import Created, NewNotification
 from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
 from herald.times import iso
-from tasks.factory import RETRY_ON_REDIS, services_of
+from tasks.factory import RETRY_ON_REDIS, NotificationTask, services_of
+from tasks.outbound import dispatch_task_name, opted_out
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +51,20 @@ SEND_NOTIFICATION = "herald.send_notification"  # the task's name on the broker
 
 # KEYS: clock, stream, floor, state, events, inbox, unread
 # ARGV: channel, rest, maxlen, ttl_ms, destination, notification id, retention,
-#       inbox max, "1" to write the inbox
+#       inbox max, "1" to write the inbox, "1" to skip (opted out)
+# Answers the event id, or '' for a skipped destination.
 DELIVER_SCRIPT = PUBLISH_FUNCTION + INBOX_ADD_FUNCTION + """
 local done = redis.call('HGET', KEYS[5], ARGV[5])
 if done then return done end
+local retention = tonumber(ARGV[7])
+if redis.call('HGET', KEYS[4], ARGV[5]) == 'skipped' then return '' end
+if ARGV[10] == '1' then
+  redis.call('HSET', KEYS[4], ARGV[5], 'skipped')
+  redis.call('EXPIRE', KEYS[4], retention)
+  return ''
+end
 local id = herald_publish(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3],
                           tonumber(ARGV[4]))
-local retention = tonumber(ARGV[7])
 redis.call('HSET', KEYS[4], ARGV[5], 'delivered')
 redis.call('HSET', KEYS[5], ARGV[5], id)
 redis.call('EXPIRE', KEYS[4], retention)
@@ -71,9 +91,10 @@ def event_data(record: dict[str, str]) -> dict[str, Any]:
 
 
 def deliver(svc: Services, notification_id: str) -> dict[str, str]:
-    """Deliver a stored notification; return destination topic -> event id.
+    """Deliver a stored notification in-app; return destination topic -> event id (the
+    destinations that got one: not the skipped).
 
-    Safe to call any number of times (see the module's guarantee). A notification whose
+    Safe to call any number of times (see the module's guarantees). A notification whose
     record has expired or was discarded is skipped.
     """
     record = svc.notifications.load(notification_id)
@@ -81,18 +102,29 @@ def deliver(svc: Services, notification_id: str) -> dict[str, str]:
         log.warning("notification %s has no record (expired or discarded); skipped",
                     notification_id)
         return {}
-    if record["status"] != DELIVERED:
-        svc.notifications.set_status(notification_id, SENDING)
+    svc.notifications.begin(notification_id)
     script = _deliver_script(svc.redis)
     destinations = svc.notifications.destinations(record)
     event_ids: list[str] = []
     for start in range(0, len(destinations), DELIVERY_CHUNK):
+        chunk = destinations[start:start + DELIVERY_CHUNK]
+        skipped = _opted_out_topics(svc, record, chunk)
         pipe = svc.redis.pipeline(transaction=False)
-        for topic in destinations[start:start + DELIVERY_CHUNK]:
-            _queue_delivery(svc, pipe, script, record, topic)
+        for topic in chunk:
+            _queue_delivery(svc, pipe, script, record, topic, topic in skipped)
         event_ids += [str(e) for e in pipe.execute()]
-    svc.notifications.set_status(notification_id, DELIVERED)
-    return dict(zip(destinations, event_ids, strict=True))
+    svc.notifications.dispatched(notification_id, INAPP)
+    return {topic: event for topic, event in zip(destinations, event_ids, strict=True)
+            if event}
+
+
+def _opted_out_topics(svc: Services, record: dict[str, str], topics: list[str]) -> set[str]:
+    """The user topics among ``topics`` whose users turned in-app off (none for a topic
+    notification, nor a critical one)."""
+    if record["topic"]:
+        return set()
+    users = [topic[len(USER_TOPIC_PREFIX):] for topic in topics]
+    return {USER_TOPIC_PREFIX + user for user in opted_out(svc, record, users, INAPP)}
 
 
 @functools.cache
@@ -101,7 +133,7 @@ def _deliver_script(redis_client: redis.Redis) -> Any:
 
 
 def _queue_delivery(svc: Services, pipe: Any, script: Any, record: dict[str, str],
-                    topic: str) -> None:
+                    topic: str, skip: bool) -> None:
     rest = encode_body(topic, EVENT_TYPE, event_data(record))
     keys, args = svc.publisher.history_args(topic, rest)
     user = topic[len(USER_TOPIC_PREFIX):] if topic.startswith(USER_TOPIC_PREFIX) else None
@@ -114,22 +146,8 @@ def _queue_delivery(svc: Services, pipe: Any, script: Any, record: dict[str, str
     ]
     in_inbox = user is not None and not record["topic"]
     args += [topic, notification_id, svc.config.retention, svc.config.inbox_max,
-             "1" if in_inbox else "0"]
+             "1" if in_inbox else "0", "1" if skip else "0"]
     script(keys=keys, args=args, client=pipe)
-
-
-class NotificationTask(Task):
-    """Marks the notification ``failed`` once retries are exhausted."""
-
-    def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
-                   einfo: Any) -> None:
-        notification_id = kwargs.get("notification_id") or (args[0] if args else None)
-        if notification_id:
-            try:
-                services_of(self).notifications.set_status(notification_id, FAILED,
-                                                           f"{type(exc).__name__}: {exc}")
-            except redis.RedisError:
-                log.exception("could not mark notification %s failed", notification_id)
 
 
 @shared_task(base=NotificationTask, bind=True, name=SEND_NOTIFICATION, **RETRY_ON_REDIS)
@@ -140,19 +158,30 @@ def send_notification(self: Task, notification_id: str) -> dict[str, str]:
 
 def submit(svc: Services, celery: Celery, new: NewNotification,
            idempotency_key: str | None = None) -> Created:
-    """Store a notification and send its delivery task through ``celery``; return its id.
+    """Store a notification and send one task per requested channel through ``celery``
+    (in-app first); return its id.
 
     A repeated ``idempotency_key`` stores and dispatches nothing (see
     ``NotificationStore.create``). Raises ``DispatchError`` when the broker cannot take
-    the task; the record and the key are then removed, so nothing stays stored.
+    a task; the record and the key are then removed, so nothing stays stored, and a
+    channel's task already sent finds no record and does nothing (unless a worker ran
+    it in the instant before the removal).
     """
     created = svc.notifications.create(new, idempotency_key)
     if not created.created:
         return created
     try:
-        celery.send_task(SEND_NOTIFICATION, kwargs={"notification_id": created.id},
-                         task_id=created.id)
+        for channel in sorted(new.channels, key=lambda name: name != INAPP):
+            name, task_id = channel_task(channel, created.id)
+            celery.send_task(name, kwargs={"notification_id": created.id}, task_id=task_id)
     except OperationalError as exc:
         svc.notifications.discard(created.id, idempotency_key)
         raise DispatchError(f"broker unavailable: {exc}") from exc
     return created
+
+
+def channel_task(channel: str, notification_id: str) -> tuple[str, str]:
+    """The name and task id of ``channel``'s task for ``notification_id``."""
+    if channel == INAPP:
+        return SEND_NOTIFICATION, notification_id
+    return dispatch_task_name(channel), f"{notification_id}.{channel}"

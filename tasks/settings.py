@@ -13,11 +13,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit
 
+from kombu import Exchange, Queue
+
+from herald.channels import CHANNELS, INAPP
 from herald.config import Config
 from herald.keys import Keys
 
 # The modules whose tasks a worker runs (Celery's ``imports``; ``tasks.jobs.kinds``).
-TASK_MODULES = ("tasks.notifications", "tasks.demo")
+TASK_MODULES = ("tasks.notifications", "tasks.email", "tasks.webhooks", "tasks.demo")
 
 
 def celery_settings(config: Config) -> dict[str, Any]:
@@ -34,6 +37,10 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "broker_transport_options": _transport_options(config, keys),
         "imports": TASK_MODULES,
         "task_default_queue": keys.task_queue,
+        # One queue per channel, so a slow outside service never holds up in-app
+        # delivery: a worker started without -Q consumes all of them.
+        "task_queues": [Queue(name, Exchange(name), routing_key=name) for name in queues(keys)],
+        "task_routes": routes(keys),
         "control_exchange": keys.control_exchange,
         "event_exchange": keys.event_exchange,
         "task_ignore_result": True,  # state lives in Herald's own records, no result backend
@@ -51,6 +58,20 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
+
+
+def queues(keys: Keys) -> list[str]:
+    """Every queue a worker of this deployment may consume: jobs first, then channels."""
+    return [keys.task_queue, *(keys.channel_queue(channel) for channel in CHANNELS)]
+
+
+def routes(keys: Keys) -> dict[str, dict[str, str]]:
+    """Celery's ``task_routes``: each channel's tasks to the channel's queue."""
+    inapp = {"queue": keys.channel_queue(INAPP)}
+    table = {"herald.send_notification": inapp}
+    for channel in CHANNELS:
+        table[f"herald.{channel}.*"] = {"queue": keys.channel_queue(channel)}
+    return table
 
 
 def _transport_options(config: Config, keys: Keys) -> dict[str, Any]:

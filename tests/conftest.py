@@ -105,6 +105,12 @@ def child_env(redis_base: str) -> dict[str, str]:
         "HERALD_LOG_LEVEL": "INFO",
         "HERALD_PUBLISH_RATE": "100000",
         "HERALD_PUBLISH_BURST": "100000",
+        # Outbound channels: retries in fractions of a second, so tests see them all.
+        "HERALD_RETRY_BASE": "0.2",
+        "HERALD_RETRY_MAX": "2",
+        "HERALD_DELIVERY_ATTEMPTS": "4",
+        "HERALD_EMAIL_RATE": "1000",
+        "HERALD_WEBHOOK_RATE": "1000",
         "PYTHONUNBUFFERED": "1",
     }
 
@@ -186,12 +192,15 @@ class Process(processes.Process):
 
 
 def start_worker(env: dict[str, str], name: str = "worker", pool: str = "prefork",
-                 concurrency: int = 2) -> Process:
-    """A real ``celery worker`` process, returned once it logs that it is ready."""
+                 concurrency: int = 2, queues: list[str] | None = None) -> Process:
+    """A real ``celery worker`` process, returned once it logs that it is ready.
+
+    ``queues``: the only queues it consumes (``-Q``); default every queue.
+    """
     node = f"{name}-{secrets.token_hex(3)}@test"
     command = [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-P", pool,
                "-c", str(concurrency), "-l", "INFO", "-n", node, "--without-mingle",
-               "--without-gossip"]
+               "--without-gossip", *(["-Q", ",".join(queues)] if queues else [])]
     process = Process(name, command, env)
 
     def ready() -> bool:
@@ -341,9 +350,10 @@ def subscribe(streamer: str, mint: Callable[..., str]) -> Iterator[Callable[...,
 def wait_idle(broker_db: redis.Redis, keys: Keys) -> Callable[[float], None]:
     """Wait until the broker queue is empty and no worker runs or holds a task."""
     from tasks.app import app
+    from tasks.settings import queues
 
     def idle() -> bool:
-        if broker_db.llen(keys.task_queue_key):
+        if any(broker_db.llen(keys.queue_key(queue)) for queue in queues(keys)):
             return False
         inspector = app.control.inspect(timeout=0.5)
         busy = [*(inspector.active() or {}).values(), *(inspector.reserved() or {}).values()]

@@ -6,17 +6,33 @@ to ``tests/artifacts/``.
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import signal
+import socket
+import sys
 import tempfile
 import threading
 import time
+from email.message import EmailMessage
+from pathlib import Path
 
 import httpx
 import pytest
 
+from herald.apikeys import ApiKeyStore
+from herald.connection import client
+from herald.keys import Keys
 from tasks.events import publish
-from tests.conftest import ROOT, free_port, start_streamer, wait_until
+from tests.conftest import (
+    ROOT,
+    Process,
+    free_port,
+    start_api,
+    start_streamer,
+    start_worker,
+    wait_until,
+)
 
 selenium = pytest.importorskip("selenium")
 from selenium import webdriver  # noqa: E402
@@ -50,11 +66,12 @@ def stack(config, services, rdb, worker, child_env):
     env = {**child_env, "HERALD_CORS_ORIGINS": api_url}
     process, streamer_url = start_streamer(env, port=streamer_port, name="streamer-demo")
     key, _ = services.apikeys.create("demo")
-    app = create_app(config.replace(streamer_url=streamer_url, api_key=key))
+    home = Path(tempfile.mkdtemp(prefix="herald-demo-home-"))  # its mail folder: the page's
+    app = create_app(config.replace(streamer_url=streamer_url, api_key=key, home=home))
     server = make_server("127.0.0.1", api_port, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     box = {"streamer": process, "env": env, "port": streamer_port}
-    yield {"api": api_url, "key": key, "streamer": box}
+    yield {"api": api_url, "key": key, "streamer": box, "mail": home / "mail"}
     server.shutdown()
     box["streamer"].stop()
 
@@ -251,3 +268,133 @@ def test_the_stream_outlives_its_5s_tokens_with_every_event_once_in_order(stack,
     if transport == "ws":
         assert logged(page, "resumed") == 0, "renewed in band, never reconnected"
     shot(page, f"token-renewal-{transport}")
+
+
+def fill_send_form(page, to: str, title: str, channels: list[str], category: str = "general",
+                   critical: bool = False) -> None:
+    page.find_element(By.ID, "send-to").send_keys(to)
+    page.find_element(By.ID, "send-title").send_keys(title)
+    for channel in ("inapp", "email", "webhook"):
+        box = page.find_element(By.ID, f"channel-{channel}")
+        if box.is_selected() != (channel in channels):
+            box.click()
+    page.find_element(By.CSS_SELECTOR, f"#send-category option[value='{category}']").click()
+    if page.find_element(By.ID, "send-critical").is_selected() != critical:
+        page.find_element(By.ID, "send-critical").click()
+    page.find_element(By.ID, "send").click()
+
+
+def delivery_rows(page) -> list[tuple[str, str, str]]:
+    """(channel, target, state) of each row of the delivery status panel."""
+    return [tuple(row.find_element(By.CSS_SELECTOR, f"td.{name}").text
+                  for name in ("channel", "target", "state"))
+            for row in page.find_elements(By.CSS_SELECTOR, "#deliveries tbody tr")]
+
+
+def test_the_status_panel_follows_what_the_page_sent_until_it_is_final(stack, browser):
+    page = browser()
+    open_page(page, stack, "stella", "sse")
+    fill_send_form(page, "stella", "Status please", ["inapp"], category="account")
+    wait(page, 15).until(lambda d: d.find_element(By.ID, "delivery-state").text == "final")
+    rows = delivery_rows(page)
+    assert rows and {channel for channel, _, _ in rows} == {"inapp"}, rows
+    assert all(state in ("delivered", "sent") for _, _, state in rows), rows
+    wait(page, 10).until(lambda d: "Status please" in titles(d))
+    shot(page, "delivery-status-inapp")
+
+
+def write_mail(folder: Path, to: str, subject: str, text: str, unsubscribe: str) -> None:
+    """One message as the dev mail sink keeps it: an ``.eml`` file in the mail folder."""
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "Herald <herald@localhost>", to, subject
+    message["List-Unsubscribe"] = f"<{unsubscribe}>"
+    message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    message.set_content(text)
+    message.add_alternative(f"<p>{text}</p>", subtype="html")
+    folder.mkdir(exist_ok=True)
+    (folder / f"{time.time_ns()}-{subject.replace(' ', '-')}.eml").write_bytes(bytes(message))
+
+
+def set_address(page, address: str) -> None:
+    """Save ``address`` in the connected user's profile with the page's own form."""
+    field = page.find_element(By.ID, "profile-email")
+    field.clear()
+    field.send_keys(address)
+    page.find_element(By.ID, "profile-save").click()
+    wait(page, 10).until(lambda d: address in d.find_element(By.ID, "mail-status").text)
+
+
+def test_the_mail_panel_shows_the_users_mail_from_the_sink_folder(stack, browser, services):
+    page = browser()
+    open_page(page, stack, "maya", "sse")
+    set_address(page, "maya@example.com")
+    assert services.profiles.get("maya")["email"] == "maya@example.com"
+    link = f"{stack['api']}/api/unsubscribe/some-token"
+    write_mail(stack["mail"], "someone@example.com", "Not maya's", "no", link)
+    write_mail(stack["mail"], "Maya <maya@example.com>", "Your weekly digest",
+               "Three things happened.", link)
+    wait(page, 10).until(lambda d: "Your weekly digest" in d.find_element(By.ID, "mail").text)
+    item = page.find_element(By.CSS_SELECTOR, "#mail .mail")
+    assert "Three things happened." in item.find_element(By.CSS_SELECTOR, ".text").text
+    unsubscribe = item.find_element(By.CSS_SELECTOR, "a.unsubscribe")
+    assert unsubscribe.get_attribute("href") == link
+    assert "Not maya's" not in page.find_element(By.ID, "mail").text
+    shot(page, "mail-panel")
+
+
+@pytest.fixture(scope="module")
+def mail_stack(child_env):
+    """A deployment of its own (``HERALD_PREFIX``, ``HERALD_HOME``) whose e-mail goes to
+    the dev mail sink, as under ``herald run``: ``python -m herald.mailsink`` writing
+    ``.eml`` files to ``$HERALD_HOME/mail``, a worker sending to it, the API (gunicorn)
+    serving the page and reading that folder, a streamer. Its own prefix keeps the
+    session's worker (which has no SMTP server) off its e-mail queue."""
+    home = Path(tempfile.mkdtemp(prefix="herald-demo-mail-"))
+    smtp_port, streamer_port = free_port(), free_port()
+    sink = Process("mailsink", [sys.executable, "-m", "herald.mailsink", "--host", "127.0.0.1",
+                                "--port", str(smtp_port), "--dir", str(home / "mail")],
+                   child_env)
+    wait_until(lambda: _accepts(smtp_port), 20, every=0.1, what="the mail sink")
+    env = {**child_env, "HERALD_HOME": str(home),
+           "HERALD_PREFIX": f"herald-demo-{secrets.token_hex(3)}",
+           "HERALD_SMTP_URL": f"smtp://127.0.0.1:{smtp_port}",
+           "HERALD_STREAMER_URL": f"http://127.0.0.1:{streamer_port}"}
+    key, _ = ApiKeyStore(client(env["REDIS_URL"]), Keys(env["HERALD_PREFIX"])).create("demo")
+    started = [sink, start_worker(env, name="worker-demo-mail")]
+    try:
+        api, api_url = start_api({**env, "HERALD_API_KEY": key}, name="api-demo-mail")
+        started.append(api)
+        streamer, _ = start_streamer({**env, "HERALD_CORS_ORIGINS": api_url},
+                                     port=streamer_port, name="streamer-demo-mail")
+        started.append(streamer)
+        yield {"api": api_url, "key": key, "mail": home / "mail", "sink": sink}
+    finally:
+        for process in reversed(started):
+            process.stop()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def test_mail_sent_from_the_page_shows_in_the_mail_and_status_panels(mail_stack, browser):
+    page = browser()
+    open_page(page, mail_stack, "mina", "sse")
+    set_address(page, "mina@example.com")
+    fill_send_form(page, "mina", "Your order shipped", ["inapp", "email"], category="updates")
+    wait(page, 30).until(lambda d: d.find_element(By.ID, "delivery-state").text == "final")
+    rows = delivery_rows(page)
+    assert ("email", "mina", "sent") in rows and ("inapp", "mina", "sent") in rows, rows
+    wait(page, 10).until(lambda d: "Your order shipped" in d.find_element(By.ID, "mail").text)
+    item = page.find_element(By.CSS_SELECTOR, "#mail .mail")
+    assert "mina@example.com" in item.find_element(By.CSS_SELECTOR, ".meta").text
+    unsubscribe = item.find_element(By.CSS_SELECTOR, "a.unsubscribe").get_attribute("href")
+    assert "/api/unsubscribe/" in unsubscribe  # under HERALD_API_URL, signed
+    assert list(mail_stack["mail"].glob("*.eml")), "the sink kept no .eml file"
+    assert "Your order shipped" in mail_stack["sink"].log()  # its one line per mail
+    wait(page, 10).until(lambda d: "Your order shipped" in titles(d))  # in-app too
+    shot(page, "mail-and-status")

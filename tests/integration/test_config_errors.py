@@ -1,7 +1,7 @@
 """A bad setting stops every service at start-up with one line naming it, no traceback.
 
 The services are started with the command lines ``herald run`` uses (gunicorn for the
-API, ``celery -A tasks.app`` for the worker and Flower, ``python -m streamer``).
+API, ``celery -A tasks.app`` for both workers and Flower, ``python -m streamer``).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def _command(config: Config, name: str) -> list[str]:
     return [*command, "--port", str(port)] if name == "streamer" else command
 
 
-@pytest.mark.parametrize("name", ["api", "worker", "flower", "streamer"])
+@pytest.mark.parametrize("name", ["api", "worker", "outbound", "flower", "streamer"])
 def test_a_bad_setting_stops_the_service_with_one_line_naming_it(config, child_env, name):
     done = subprocess.run(_command(config, name), env={**child_env, **BAD}, cwd=ROOT,
                           capture_output=True, text=True, timeout=60)

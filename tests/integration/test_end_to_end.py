@@ -62,11 +62,15 @@ def test_the_record_shows_delivery(api, subscribe):
     assert record["status"] == "delivered"
     assert record["recipients"] == ["alice", "carol"]
     assert record["created_at"].endswith("Z") and record["updated_at"] >= record["created_at"]
-    assert set(record["deliveries"]) == {"user:alice", "user:carol"}
-    for delivery in record["deliveries"].values():
-        assert delivery["state"] == "delivered"
-        assert valid_event_id(delivery["event_id"])
-    assert record["deliveries"]["user:alice"]["event_id"] == alice.events[0].id
+    assert (record["category"], record["critical"]) == ("general", False)
+    deliveries = {item["target"]: item for item in record["deliveries"]}
+    assert set(deliveries) == {"alice", "carol"}
+    for delivery in deliveries.values():
+        assert (delivery["channel"], delivery["state"], delivery["attempts"]) == (
+            "inapp", "sent", 1)
+        assert valid_event_id(delivery["event_id"]) and delivery["error"] is None
+        assert record["created_at"] <= delivery["sent_at"] <= record["updated_at"]
+    assert deliveries["alice"]["event_id"] == alice.events[0].id
 
 
 def test_a_topic_notification_reaches_every_subscriber(api, subscribe):

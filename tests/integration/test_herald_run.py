@@ -24,14 +24,20 @@ import httpx
 import psutil
 import pytest
 
+from herald import config as herald_config
+from herald import services as herald_services
+from herald.channels import EMAIL
+from herald.notifications import NewNotification
 from herald.stack import free_port
+from tasks.factory import make_celery
+from tasks.outbound import dispatch_task_name
 from tests.conftest import wait_until
 
 pytestmark = pytest.mark.slow
 HERALD = str(Path(sys.executable).with_name("herald"))
 # Direct children of `herald run`, told apart by their command lines.
-SERVICES = {"api": "gunicorn", "worker": " worker ", "streamer": "-m streamer",
-            "flower": " flower "}
+SERVICES = {"api": "gunicorn", "worker": "-n herald@", "outbound": "-n outbound@",
+            "streamer": "-m streamer", "flower": " flower ", "mailsink": "-m herald.mailsink"}
 
 
 def _alive(process: psutil.Process) -> bool:
@@ -171,13 +177,100 @@ def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack)
 
     wait_until(flower_saw_it, 30, every=0.5, what="Flower to see the task")
 
-    def flower_sees_the_worker() -> bool:
-        # The worker may still be starting when the API has already sent the task.
+    def flower_sees_both_workers() -> bool:
+        # The workers may still be starting when the API has already sent the task.
         workers = _get(stack.url("flower", "/api/workers?refresh=1"), auth=auth)
-        return workers is not None and any(
-            name.startswith("herald@") for name in workers.json())
+        names = workers.json() if workers is not None else {}
+        return all(any(name.startswith(node) for name in names)
+                   for node in ("herald@", "outbound@"))
 
-    wait_until(flower_sees_the_worker, 60, every=1.0, what="Flower to list the worker")
+    wait_until(flower_sees_both_workers, 60, every=1.0, what="Flower to list both workers")
+
+
+def test_the_in_app_and_the_outbound_worker_split_the_queues(stack):
+    """Jobs and in-app delivery on one worker, e-mail and webhooks on the other (gevent),
+    so a slow outside service never takes the in-app worker's slots."""
+    from herald.keys import Keys
+    from tasks.settings import queues
+
+    commands = {name: psutil.Process(pid).cmdline() for name, pid in stack.services().items()}
+
+    def option(name: str, flag: str) -> str:
+        command = commands[name]
+        return command[command.index(flag) + 1]
+
+    keys = Keys()
+    inapp, outbound = option("worker", "-Q").split(","), option("outbound", "-Q").split(",")
+    assert inapp == [keys.task_queue, keys.channel_queue("inapp")]
+    assert outbound == [keys.channel_queue("email"), keys.channel_queue("webhook")]
+    assert sorted(inapp + outbound) == sorted(queues(keys))  # every queue, once
+    assert option("outbound", "-P") == "gevent"
+    assert option("outbound", "-c") == "50"  # HERALD_OUTBOUND_CONCURRENCY's default
+
+
+class FlakyReceiver(BaseHTTPRequestHandler):
+    """A webhook endpoint that answers its first POST 503, the others 204."""
+
+    ids: ClassVar[list[str | None]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.ids.append(self.headers.get("webhook-id"))
+        self.send_response(503 if len(self.ids) == 1 else 204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_flower_shows_each_channels_tasks_on_its_worker_with_a_retry(stack):
+    receiver = ThreadingHTTPServer(("127.0.0.1", 0), FlakyReceiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    key = (Path(stack.home) / ".herald" / "apikey").read_text().strip()
+    api = httpx.Client(base_url=stack.url("api"), headers={"Authorization": f"Bearer {key}"})
+    try:
+        hook = api.post("/api/webhooks", json={
+            "url": f"http://127.0.0.1:{receiver.server_port}/hook", "topics": ["user:flo"]})
+        assert hook.status_code == 201, hook.text
+        sent = api.post("/api/notifications", json={
+            "recipients": ["flo"], "title": "retried once", "channels": ["inapp", "webhook"]})
+        assert sent.status_code == 202, sent.text
+        nid = sent.json()["id"]
+
+        def webhook_delivery() -> dict | None:
+            items = api.get(f"/api/notifications/{nid}").json()["deliveries"]
+            return next((d for d in items if d["channel"] == "webhook"
+                         and d["state"] == "sent"), None)
+
+        wait_until(lambda: webhook_delivery() is not None, 60, every=0.3,
+                   what="the webhook delivery to be sent")
+        delivery = webhook_delivery()
+        assert delivery["attempts"] == 2 and FlakyReceiver.ids == [delivery["id"]] * 2
+    finally:
+        api.close()
+        receiver.shutdown()
+    auth = ("ops", stack.flower_password)
+    expected = {  # task id -> name, worker; the send task's id is the delivery's
+        nid: ("herald.send_notification", "herald@"),
+        f"{nid}.webhook": ("herald.webhook.dispatch", "outbound@"),
+        delivery["id"]: ("herald.webhook.send", "outbound@"),
+    }
+
+    def flower_shows_them_done() -> bool:
+        answer = _get(stack.url("flower", "/api/tasks"), auth=auth)
+        tasks = answer.json() if answer is not None and answer.status_code == 200 else {}
+        return all(tasks.get(tid, {}).get("state") == "SUCCESS" for tid in expected)
+
+    wait_until(flower_shows_them_done, 30, every=0.5, what="Flower to show the tasks done")
+    tasks = _get(stack.url("flower", "/api/tasks"), auth=auth).json()
+    for task_id, (name, worker) in expected.items():
+        assert tasks[task_id]["name"] == name, tasks[task_id]
+        assert tasks[task_id]["worker"].startswith(worker), tasks[task_id]
+    retried = tasks[delivery["id"]]
+    assert retried["retries"] == 1 and retried["retried"], retried  # the 503, then a retry
+    info = _get(stack.url("flower", f"/api/task/info/{delivery['id']}"), auth=auth)
+    assert info is not None and info.json()["state"] == "SUCCESS"
 
 
 def test_no_password_on_any_command_line(stack):
@@ -189,6 +282,27 @@ def test_the_health_probe_sends_no_credentials(stack):
     probes = [auth for path, auth in Recorder.seen if path == "/healthz"]
     assert probes, "herald run never probed HERALD_STREAMER_URL"
     assert probes == [None] * len(probes), "the health probe sent credentials"
+
+
+def test_email_goes_to_the_dev_mail_sink_without_an_smtp_url(stack):
+    home = Path(stack.home) / ".herald"
+    assert re.search(rf"Mail +dev sink at smtp://127\.0\.0\.1:\d+, each mail in {home / 'mail'}",
+                     stack.log()), stack.log()
+    cfg = herald_config.load({"REDIS_URL": f"redis://127.0.0.1:{stack.ports['redis']}/0",
+                              "HERALD_HOME": str(home)})
+    svc = herald_services.build(cfg)
+    svc.profiles.put("alice", {"email": "alice@example.com"})
+    created = svc.notifications.create(NewNotification(
+        title="Mail from the dev stack", recipients=["alice"], channels=[EMAIL]))
+    make_celery(cfg).send_task(dispatch_task_name(EMAIL),
+                               kwargs={"notification_id": created.id})
+
+    line = re.compile(r'mail: to=alice@example\.com subject="Mail from the dev stack" '
+                      r"-> (\S+\.eml)")
+    wait_until(lambda: line.search(stack.log()) is not None, 30, what="the sink's line")
+    kept = Path(line.search(stack.log())[1])
+    assert kept.parent == home / "mail"
+    assert b"Subject: Mail from the dev stack" in kept.read_bytes()
 
 
 def test_a_killed_streamer_is_restarted_and_the_other_services_keep_running(stack):

@@ -15,7 +15,8 @@ from herald.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[2]
 # Settings whose value is free text: every other one must declare a rule.
-FREE_TEXT = {"HERALD_HOME", "HERALD_API_HOST", "HERALD_STREAMER_HOST", "HERALD_API_KEY"}
+FREE_TEXT = {"HERALD_HOME", "HERALD_API_HOST", "HERALD_STREAMER_HOST", "HERALD_API_KEY",
+             "HERALD_TEMPLATES_DIR"}
 # Settings whose rule is a validator of ours: a value each refuses, and words of its rule.
 CHECKED = {
     "REDIS_URL": ("http://x", "scheme redis or rediss or unix"),
@@ -26,6 +27,10 @@ CHECKED = {
     "HERALD_FLOWER_AUTH": ("admin:pa,ss", "user:password"),
     "HERALD_CORS_ORIGINS": ("app.example.com", "http(s)://host[:port]"),
     "HERALD_TOKEN_ALGORITHMS": ("HS256,none", "HS256, HS384, HS512"),
+    "HERALD_CATEGORIES": ("news,alerts", "must include 'general'"),
+    "HERALD_SMTP_URL": ("http://mail", "scheme smtp or smtps"),
+    "HERALD_MAIL_FROM": ("not an address", "must be an address"),
+    "HERALD_WEBHOOK_ALLOW_PRIVATE": ("maybe", "valid boolean"),
 }
 
 

@@ -1,6 +1,9 @@
 // The Herald demo page: a user's inbox, live over SSE or WebSocket, plus a form to send
-// notifications and a button to start a job. Plain DOM and RxJS; served by the API at
-// /demo/, which answers GET /demo/config with the URLs and a development API key.
+// notifications (over any channels, with a category, critical or not) and a button to
+// start a job; the per-channel status of the last notification sent, and the user's
+// e-mail as the dev mail sink kept it. Plain DOM and RxJS; served by the API at /demo/,
+// which answers GET /demo/config with the URLs and a development API key, and
+// GET /demo/mail?user= with the user's newest e-mails.
 //
 // The stream is given a token function (it mints through the API), so it outlives each
 // token: tokens last TOKEN_TTL seconds, or `?ttl=` seconds when the page URL says so.
@@ -15,6 +18,14 @@ const INBOX_PAGE = 50;
 const TOKEN_TTL = 3600;
 const JOB = { kind: "demo.countdown", params: { steps: 10, interval: 0.2 } };
 const REMEMBERED_USER = "herald-demo:user";
+// Delivery status: refreshed every WATCH_EVERY ms until nothing is in progress; a channel
+// that has no delivery yet (its dispatch task has not run) is waited for SETTLE_GRACE ms
+// (a webhook without endpoints never gets one); WATCH_LIMIT ms at most.
+const ACTIVE_STATES = new Set(["queued", "pending", "sending", "retrying"]);
+const WATCH_EVERY = 500;
+const SETTLE_GRACE = 5000;
+const WATCH_LIMIT = 120000;
+const MAIL_EVERY = 2000;
 
 const $ = (selector) => {
   const element = document.querySelector(selector);
@@ -37,6 +48,18 @@ const ui = {
   sendBody: $("#send-body"),
   send: $("#send"),
   sendStatus: $("#send-status"),
+  sendCategory: $("#send-category"),
+  sendCritical: $("#send-critical"),
+  profileForm: $("#profile-form"),
+  profileEmail: $("#profile-email"),
+  profileSave: $("#profile-save"),
+  profileStatus: $("#profile-status"),
+  deliveryState: $("#delivery-state"),
+  deliveryNotification: $("#delivery-notification"),
+  deliveries: $("#deliveries tbody"),
+  mailRefresh: $("#mail-refresh"),
+  mailStatus: $("#mail-status"),
+  mail: $("#mail"),
   startJob: $("#start-job"),
   jobProgress: $("#job-progress"),
   jobState: $("#job-state"),
@@ -51,6 +74,10 @@ const app = {
   attempt: 0, // bumped by every connect, so a slower earlier one gives up
   unread: 0,
   jobId: null,
+  profile: null, // the connected user's profile as last read
+  watch: 0, // bumped by every send, so an older status refresh stops
+  mailTimer: null,
+  mailShown: "", // the files shown, to redraw only on a change
 };
 
 // ---------------------------------------------------------------------------------------
@@ -75,6 +102,7 @@ async function loadConfig() {
     api_url: sameOriginIfLoopback(trimSlash(config.api_url || window.location.origin)),
     streamer_url: trimSlash(config.streamer_url),
     api_key: config.api_key,
+    categories: Array.isArray(config.categories) ? config.categories : ["general"],
   };
 }
 
@@ -198,6 +226,8 @@ async function connect() {
     openStream();
     setSignedIn(true);
     say(ui.sessionStatus, "", `Signed in as ${user}.`);
+    loadProfile(user).catch((error) => say(ui.profileStatus, "error", describe(error)));
+    startMail();
   } catch (error) {
     if (attempt !== app.attempt) return;
     say(ui.sessionStatus, "error", `Could not connect: ${describe(error)}`);
@@ -250,6 +280,9 @@ function disconnect() {
 function setSignedIn(signedIn) {
   ui.markAll.disabled = !signedIn;
   ui.startJob.disabled = !signedIn;
+  ui.profileSave.disabled = !signedIn;
+  ui.mailRefresh.disabled = !signedIn;
+  if (!signedIn) stopMail();
 }
 
 function rememberUser(user) {
@@ -452,6 +485,11 @@ async function sendNotification() {
     say(ui.sendStatus, "error", "error: a title is required");
     return;
   }
+  const channels = selectedChannels();
+  if (channels.length === 0) {
+    say(ui.sendStatus, "error", "error: choose at least one channel");
+    return;
+  }
   ui.send.disabled = true;
   say(ui.sendStatus, "", "sending…");
   try {
@@ -459,9 +497,13 @@ async function sendNotification() {
     const answer = await callApi("/api/notifications", {
       method: "POST",
       credential: config.api_key,
-      body: { recipients: [to], title, body },
+      body: notificationBody(to, title, body, channels),
     });
     say(ui.sendStatus, "ok", `sent ${answer?.id ?? ""}`.trim());
+    if (answer?.id) {
+      watchDeliveries(answer.id, channels).catch((error) => setDeliveryState("error",
+        `error: ${describe(error)}`));
+    }
   } catch (error) {
     say(ui.sendStatus, "error", `error: ${describe(error)}`);
   } finally {
@@ -521,6 +563,200 @@ function setJobState(state, text) {
   ui.jobState.textContent = text;
 }
 
+/** The POST body: the defaults (in-app, `general`, not critical) left to the API. */
+function notificationBody(to, title, body, channels) {
+  const notification = { recipients: [to], title, body };
+  if (channels.join() !== "inapp") notification.channels = channels;
+  if (ui.sendCategory.value && ui.sendCategory.value !== "general") {
+    notification.category = ui.sendCategory.value;
+  }
+  if (ui.sendCritical.checked) notification.critical = true;
+  return notification;
+}
+
+function selectedChannels() {
+  return [...document.querySelectorAll('input[name="channel"]:checked')]
+    .map((box) => box.value);
+}
+
+function fillCategories(categories) {
+  const chosen = ui.sendCategory.value || "general";
+  ui.sendCategory.replaceChildren(...categories.map((name) => {
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    option.selected = name === chosen;
+    return option;
+  }));
+}
+
+// ---------------------------------------------------------------------------------------
+// Delivery status of the last notification sent
+
+const sleep = (ms) => new Promise((resolve) => { setTimeout(resolve, ms); });
+
+/** Shows GET /api/notifications/<id>'s deliveries until none is in progress. */
+async function watchDeliveries(id, channels) {
+  const watch = ++app.watch;
+  const started = Date.now();
+  ui.deliveryNotification.textContent = `notification ${id} (${channels.join(", ")})`;
+  ui.deliveries.replaceChildren();
+  setDeliveryState("watching", "refreshing…");
+  while (watch === app.watch) {
+    const record = await callApi(`/api/notifications/${encodeURIComponent(id)}`,
+      { credential: app.config.api_key });
+    if (watch !== app.watch) return;
+    const items = deliveryItems(record);
+    renderDeliveries(items);
+    const elapsed = Date.now() - started;
+    if (settled(items, channels, elapsed)) {
+      setDeliveryState("final", "final");
+      return;
+    }
+    if (elapsed > WATCH_LIMIT) {
+      setDeliveryState("stopped", "still in progress; refresh stopped");
+      return;
+    }
+    await sleep(WATCH_EVERY);
+  }
+}
+
+/** The record's deliveries as a list (an API of before the channels kept a map). */
+function deliveryItems(record) {
+  const deliveries = record?.deliveries;
+  if (Array.isArray(deliveries)) return deliveries;
+  if (deliveries && typeof deliveries === "object") {
+    return Object.entries(deliveries).map(([target, item]) => ({
+      channel: "inapp", target, ...(typeof item === "object" ? item : { state: item }),
+    }));
+  }
+  return [];
+}
+
+function settled(items, channels, elapsed) {
+  if (items.some((item) => ACTIVE_STATES.has(item.state))) return false;
+  const seen = new Set(items.map((item) => item.channel));
+  return channels.every((channel) => seen.has(channel)) || elapsed > SETTLE_GRACE;
+}
+
+function renderDeliveries(items) {
+  ui.deliveries.replaceChildren(...items.map((item) => {
+    const row = document.createElement("tr");
+    row.dataset.channel = String(item.channel ?? "");
+    row.dataset.state = String(item.state ?? "");
+    const cells = [item.channel, item.target, item.state, item.attempts ?? "", item.error ?? ""];
+    for (const [index, value] of cells.entries()) {
+      const cell = document.createElement("td");
+      cell.className = ["channel", "target", "state", "attempts", "error"][index];
+      cell.textContent = value == null ? "" : String(value);
+      row.append(cell);
+    }
+    return row;
+  }));
+}
+
+function setDeliveryState(state, text) {
+  ui.deliveryState.dataset.state = state;
+  ui.deliveryState.textContent = text;
+}
+
+// ---------------------------------------------------------------------------------------
+// Profile and mail (the dev mail sink's .eml files, read by GET /demo/mail)
+
+const profilePath = (user) => `/api/users/${encodeURIComponent(user)}/profile`;
+
+async function loadProfile(user) {
+  app.profile = null;
+  ui.profileEmail.value = "";
+  say(ui.profileStatus, "", "");
+  const profile = await callApi(profilePath(user), { credential: app.config.api_key });
+  if (user !== app.user) return;
+  app.profile = profile ?? {};
+  ui.profileEmail.value = app.profile.email ?? "";
+}
+
+async function saveProfile() {
+  const user = app.user;
+  if (!user) return;
+  ui.profileSave.disabled = true;
+  try {
+    const email = ui.profileEmail.value.trim();
+    const profile = { ...(app.profile ?? {}), email: email || null };
+    app.profile = await callApi(profilePath(user), {
+      method: "PUT", credential: app.config.api_key, body: profile,
+    });
+    say(ui.profileStatus, "ok", email ? `saved: mail for ${user} goes to ${email}`
+      : "saved: no address, no mail");
+    await loadMail();
+  } catch (error) {
+    say(ui.profileStatus, "error", `error: ${describe(error)}`);
+  } finally {
+    ui.profileSave.disabled = !app.user;
+  }
+}
+
+function startMail() {
+  stopMail();
+  app.mailShown = "";
+  ui.mail.replaceChildren();
+  const tick = () => loadMail().catch((error) => say(ui.mailStatus, "error",
+    `Could not read the mail: ${describe(error)}`));
+  tick();
+  app.mailTimer = setInterval(tick, MAIL_EVERY);
+}
+
+function stopMail() {
+  if (app.mailTimer) clearInterval(app.mailTimer);
+  app.mailTimer = null;
+}
+
+async function loadMail() {
+  const user = app.user;
+  if (!user) return;
+  const response = await fetch(`/demo/mail?user=${encodeURIComponent(user)}`, {
+    headers: { Accept: "application/json" }, cache: "no-store",
+  });
+  const answer = await response.json().catch(() => null);
+  if (!response.ok) throw new Error(answer?.error?.message ?? `${response.status}`);
+  if (user !== app.user) return;
+  const items = Array.isArray(answer.items) ? answer.items : [];
+  say(ui.mailStatus, "", answer.address
+    ? `${items.length} newest for ${answer.address}, from ${answer.folder}`
+    : `${user} has no e-mail address in their profile: set one above.`);
+  const shown = items.map((item) => item.file).join("\n");
+  if (shown === app.mailShown) return;
+  app.mailShown = shown;
+  ui.mail.replaceChildren(...items.map(renderMail));
+}
+
+function renderMail(item) {
+  const li = document.createElement("li");
+  li.className = "mail";
+  li.dataset.file = String(item.file ?? "");
+  const subject = document.createElement("span");
+  subject.className = "subject";
+  subject.textContent = item.subject ?? "";
+  const meta = document.createElement("span");
+  meta.className = "meta";
+  const date = item.date ? new Date(item.date).toLocaleString() : "";
+  meta.textContent = [`to ${item.to ?? ""}`, item.from ? `from ${item.from}` : "", date]
+    .filter(Boolean).join(" · ");
+  const text = document.createElement("p");
+  text.className = "text";
+  text.textContent = item.text ?? "";
+  li.append(subject, meta, text);
+  if (item.unsubscribe) {
+    const link = document.createElement("a");
+    link.className = "unsubscribe";
+    link.href = item.unsubscribe;
+    link.target = "_blank";
+    link.rel = "noopener noreferrer";
+    link.textContent = item.one_click ? "Unsubscribe (one-click)" : "Unsubscribe";
+    li.append(link);
+  }
+  return li;
+}
+
 // ---------------------------------------------------------------------------------------
 // Wiring
 
@@ -565,6 +801,13 @@ ui.sendForm.addEventListener("submit", (event) => {
 
 ui.startJob.addEventListener("click", report(startJob));
 
+ui.profileForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  report(saveProfile)();
+});
+
+ui.mailRefresh.addEventListener("click", report(loadMail));
+
 // leave no stream behind a page in the back/forward cache, and reopen it on return
 window.addEventListener("pagehide", disconnect);
 window.addEventListener("pageshow", (event) => {
@@ -572,6 +815,6 @@ window.addEventListener("pageshow", (event) => {
 });
 
 prefillUser();
-configReady.catch((error) => {
+configReady.then((config) => fillCategories(config.categories)).catch((error) => {
   say(ui.sessionStatus, "error", `Could not load /demo/config: ${describe(error)}`);
 });
