@@ -115,20 +115,11 @@ class NotificationRecord(Out):
                                Field(discriminator="channel")]]
 
 
-class DeliveryRecord(Out):
-    """An outbound delivery on its own (a dead letter, a retried one)."""
+class DeliveryRecord(OutboundDelivery):
+    """An outbound delivery on its own (a dead letter, a retried one): it names its
+    notification."""
 
-    id: str
     notification_id: str
-    channel: Literal["email", "webhook"]
-    target: str
-    state: DeliveryState
-    attempts: int
-    error: str | None
-    next_attempt_at: str | None
-    created_at: str
-    updated_at: str
-    sent_at: str | None
 
 
 class DeadLetters(Out):
