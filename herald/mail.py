@@ -12,8 +12,9 @@ Guarantees:
   file (a directory holding only ``email/notification.subject`` changes the subject);
 - ``Message-ID`` is ``<delivery id@domain of HERALD_MAIL_FROM>``: the same on every
   attempt, so a receiver can drop the rare duplicate of an at-least-once delivery;
-- with an unsubscribe URL, ``List-Unsubscribe`` and ``List-Unsubscribe-Post:
-  List-Unsubscribe=One-Click`` (RFC 8058); a critical notification is given none;
+- with an unsubscribe URL, ``List-Unsubscribe: <url>`` (the URL as it is, on one
+  line) and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click`` (RFC 8058); a
+  critical notification is given none;
 - an address that cannot go in a header raises ``BadAddress``.
 """
 
@@ -22,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 from datetime import UTC, datetime
+from email import policy as email_policy
 from email.errors import HeaderParseError
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -35,6 +37,10 @@ from herald.config import Config
 from herald.times import iso
 
 TEMPLATE = "email/notification.{}"  # .subject, .txt, .html
+# Header lines up to RFC 5322's hard limit of 998 characters: folding at the default 78
+# turns a long header without spaces (List-Unsubscribe's signed URL) into RFC 2047
+# encoded words, which mail clients do not read as a URL.
+POLICY = email_policy.default.clone(max_line_length=998)
 
 
 class BadAddress(ValueError):
@@ -46,7 +52,7 @@ def build(config: Config, delivery_id: str, notification: dict[str, str],
     """The message of ``notification`` (a stored record) for the owner of ``profile``."""
     context = template_context(notification, profile, unsubscribe_url)
     env = environment(config.templates_dir)
-    message = EmailMessage()
+    message = EmailMessage(policy=POLICY)
     message["Subject"] = render(env, "subject", context)
     message["From"] = config.mail_from
     message["To"] = recipient(profile)

@@ -40,10 +40,12 @@ from tests.conftest import Process, start_worker, wait_until
 
 @dataclass
 class Mail:
-    """One DATA the server was given: its envelope recipients and the parsed message."""
+    """One DATA the server was given: its envelope recipients, the parsed message and
+    its bytes as they came."""
 
     to: list[str]
     message: EmailMessage
+    raw: bytes
 
 
 class MailHost:
@@ -76,7 +78,8 @@ class MailHost:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         mail = Mail(list(envelope.rcpt_tos),
-                    message_from_bytes(envelope.content, policy=email_policy.default))
+                    message_from_bytes(envelope.content, policy=email_policy.default),
+                    envelope.original_content or envelope.content)
         self.offered.append(mail)
         if self.hold is not None and len(self.offered) == 1:
             self.held.set()
@@ -90,6 +93,9 @@ class MailHost:
 
     def accepted_for(self, address: str) -> list[EmailMessage]:
         return [mail.message for mail in self.accepted if address in mail.to]
+
+    def raw_for(self, address: str) -> list[bytes]:
+        return [mail.raw for mail in self.accepted if address in mail.to]
 
 
 @dataclass
@@ -194,6 +200,8 @@ def test_the_mail_arrives_with_both_parts_its_headers_and_the_rendered_template(
     link = unsubscribe.url(cfg, "alice", "updates")
     assert message["List-Unsubscribe"] == f"<{link}>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    # As mail clients read it: the URL itself on the header line, not encoded words.
+    assert f"\nList-Unsubscribe: <{link}>\r\n".encode() in smtp.raw_for("alice@example.com")[0]
     text, html = _parts(message)
     assert "<script>alert(1)</script> Deploy done" in text and "Version 42 is live" in text
     assert "&lt;script&gt;alert(1)&lt;/script&gt; Deploy done" in html
