@@ -15,9 +15,11 @@ from urllib.parse import urlsplit
 
 from kombu import Exchange, Queue
 
-from herald.channels import CHANNELS, INAPP
+from herald.channels import CHANNELS, INAPP, queues
 from herald.config import Config
 from herald.keys import Keys
+
+__all__ = ["TASK_MODULES", "celery_settings", "queues", "routes"]  # queues: from herald.channels
 
 # The modules whose tasks a worker runs (Celery's ``imports``; ``tasks.jobs.kinds``).
 TASK_MODULES = ("tasks.notifications", "tasks.email", "tasks.webhooks", "tasks.demo")
@@ -58,11 +60,6 @@ def celery_settings(config: Config) -> dict[str, Any]:
         "timezone": "UTC",
         "enable_utc": True,
     }
-
-
-def queues(keys: Keys) -> list[str]:
-    """Every queue a worker of this deployment may consume: jobs first, then channels."""
-    return [keys.task_queue, *(keys.channel_queue(channel) for channel in CHANNELS)]
 
 
 def routes(keys: Keys) -> dict[str, dict[str, str]]:
