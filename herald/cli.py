@@ -93,14 +93,50 @@ def main() -> None:
 
 
 @main.command()
-def run() -> None:
-    """Start the API, a worker, a streamer and Flower (and Redis if none answers)."""
+@click.option("--workers", type=click.IntRange(1, 32), default=1, show_default=True,
+              help="In-app workers (the outbound worker runs beside them).")
+@click.option("--streamers", type=click.IntRange(1, 64), default=None,
+              help="Streamer processes sharing its port (default HERALD_STREAMER_PROCESSES).")
+def run(workers: int, streamers: int | None) -> None:
+    """Start the API, workers, a streamer and Flower (and Redis if none answers); print
+    every URL, each internal /metrics among them."""
     from herald import stack
 
     try:
-        sys.exit(stack.run(_config()))
+        sys.exit(stack.run(_config(), stack.Topology(workers, streamers)))
     except HeraldError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON (for scripts).")
+@click.option("--streamer-metrics", "streamer_urls", multiple=True, metavar="URL",
+              help="A streamer process' /metrics (repeatable; default: by "
+                   "HERALD_STREAMER_METRICS_PORT and HERALD_STREAMER_PROCESSES).")
+@click.option("--flower", "flower_url", metavar="URL",
+              help="Ask Flower (basic auth from HERALD_FLOWER_AUTH) instead of Celery.")
+@click.option("--timeout", type=click.FloatRange(0.1, 60), default=2.0, show_default=True,
+              help="Seconds each worker and endpoint has to answer.")
+@click.option("--strict", is_flag=True, help="Warnings (dead letters, memory) fail too.")
+def status(as_json: bool, streamer_urls: tuple[str, ...], flower_url: str | None,
+           timeout: float, strict: bool) -> None:
+    """One screen: streamers, workers and queues, Redis, dead letters. Exit status 1 when
+    something is unhealthy (see the README's "herald status" for the rules)."""
+    from herald import status as herald_status
+
+    verbose = sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        if verbose:
+            click.echo(f"... {message}", err=True)
+
+    sources = herald_status.Sources(streamer_urls, flower_url, timeout)
+    report = herald_status.collect(_config(), sources, progress)
+    if as_json:
+        click.echo(json.dumps(report.as_json(), indent=2))
+    else:
+        click.echo(herald_status.render(report))
+    sys.exit(0 if report.healthy and not (strict and report.warnings) else 1)
 
 
 @main.command(context_settings={"ignore_unknown_options": True})

@@ -1,6 +1,6 @@
 """``herald run``: the whole stack in the foreground, for a developer's machine.
 
-Starts the API (gunicorn), two Celery workers, one streamer and Flower under a
+Starts the API (gunicorn), Celery workers, a streamer and Flower under a
 ``herald.processes.Supervisor`` (each in its own process group, its output prefixed
 with its name), with Redis from ``REDIS_URL`` when it answers and an embedded
 ``redis-server`` (data under ``$HERALD_HOME/redis``) when it does not. Prints every URL
@@ -10,11 +10,20 @@ credentials). No secret is on a command line: Flower reads its basic auth from
 it also starts a mail sink (``herald.mailsink``, mail kept under ``$HERALD_HOME/mail``)
 and points every service's ``HERALD_SMTP_URL`` at it.
 
-The two workers split the queues (``worker_queues``) so a slow outside service never
+The workers split the queues (``worker_queues``) so a slow outside service never
 takes the in-app worker's slots: ``worker`` (``herald@%h``, the configured pool) runs
 jobs and in-app delivery, ``outbound`` (``outbound@%h``, gevent, one greenlet per
 delivery waiting on the network) runs e-mail and webhooks. ``docker-compose.yml`` runs
 the same split as ``worker-inapp`` and ``worker-outbound``.
+
+Scaled out (``Topology``): ``--workers N`` runs N in-app workers (``worker-1`` ...
+``worker-N``, nodes ``herald-1@%h`` ...; one outbound worker still), ``--streamers N``
+one streamer with ``--processes N`` (N processes sharing its port with SO_REUSEPORT, as
+one host runs it in production: one public URL, the kernel spreads the connections,
+the streamer's own supervisor restarts a process; N streamers would each need a port
+of their own and a balancer in front). Each process gets its internal ``/metrics``
+port by the rule of ``herald.endpoints`` (``HERALD_*_METRICS_PORT``), and the banner
+lists every ``/metrics`` URL.
 
 Guarantees: a service that exits is logged and restarted with capped exponential
 backoff while the others keep running. Only Ctrl-C or SIGTERM stops the stack: SIGTERM
@@ -35,6 +44,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from herald import endpoints
 from herald.apikeys import ApiKeyStore
 from herald.channels import INAPP, OUTBOUND
 from herald.config import DEV_API_KEY_FILE, Config, as_environ, redact_url
@@ -54,7 +64,7 @@ API_WORKER = ("--worker-class", "api.worker.ApiWorker")
 API_HEAD_LIMITS = ("--limit-request-line", "4094", "--limit-request-fields", "32",
                    "--limit-request-field_size", "8190")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)
-WORKERS = ("worker", "outbound")  # no health URL of their own: Flower shows them
+OUTBOUND_WORKER = "outbound"
 MAILSINK, MAIL_DIR = "mailsink", "mail"
 
 
@@ -72,18 +82,30 @@ class Service:
     env: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Topology:
+    """How many in-app workers and streamer processes ``herald run`` starts."""
+
+    workers: int = 1
+    streamers: int | None = None  # None: HERALD_STREAMER_PROCESSES
+
+    def streamer_processes(self, cfg: Config) -> int:
+        return self.streamers or cfg.streamer_processes
+
+
 def worker_queues(keys: Keys) -> tuple[list[str], list[str]]:
-    """The queues of the in-app worker (jobs, in-app delivery) and of the outbound worker
-    (every channel that reaches the outside world): together, all of ``tasks.settings``'."""
+    """The queues of the in-app workers (jobs, in-app delivery) and of the outbound worker
+    (every channel that reaches the outside world): together, all of
+    ``herald.channels.queues``."""
     return ([keys.task_queue, keys.channel_queue(INAPP)],
             [keys.channel_queue(channel) for channel in OUTBOUND])
 
 
-def services(cfg: Config) -> list[Service]:
+def services(cfg: Config, topology: Topology | None = None) -> list[Service]:
     """The processes ``herald run`` starts, with the commands compose uses too."""
+    topology = topology or Topology()
     python = sys.executable
     flower_url = f"http://127.0.0.1:{cfg.flower_port}"
-    inapp, outbound = worker_queues(Keys(cfg.prefix))
     return [
         Service("api", [
             python, "-m", "gunicorn", "--bind", f"{cfg.api_host}:{cfg.api_port}",
@@ -92,23 +114,49 @@ def services(cfg: Config) -> list[Service]:
             "--control-socket", str(cfg.home / f"gunicorn-api-{cfg.api_port}.ctl"),
             "--graceful-timeout", "5", "--access-logfile", "-", "api.wsgi:from_environment()",
         ], f"{cfg.api_url}/healthz"),
-        Service("worker", [
-            python, "-m", "celery", "-A", "tasks.app", "worker", "-Q", ",".join(inapp),
-            "-P", cfg.worker_pool, "-c", str(cfg.worker_concurrency),
-            "-l", "INFO", "-n", "herald@%h",
-        ], f"{cfg.api_url}/healthz"),
-        Service("outbound", [
-            python, "-m", "celery", "-A", "tasks.app", "worker", "-Q", ",".join(outbound),
-            "-P", "gevent", "-c", str(cfg.outbound_concurrency),
-            "-l", "INFO", "-n", "outbound@%h",
-        ], f"{cfg.api_url}/healthz"),
-        Service("streamer", [python, "-m", "streamer"], f"{cfg.streamer_url}/healthz"),
+        *_workers(cfg, topology.workers),
+        _streamer(cfg, topology.streamer_processes(cfg)),
         Service("flower", [
             python, "-m", "celery", "-A", "tasks.app", "flower",
             "--address=127.0.0.1", f"--port={cfg.flower_port}",
             "--purge_offline_workers=60", "--max_tasks=10000",
         ], f"{flower_url}/healthcheck", _flower_env(cfg)),
     ]
+
+
+def _workers(cfg: Config, count: int) -> list[Service]:
+    """``count`` in-app workers, then the outbound one, each with its metrics port."""
+    inapp, outbound = worker_queues(Keys(cfg.prefix))
+    found = []
+    for index in range(count):
+        name = endpoints.numbered("worker", index, count)
+        node = "herald@%h" if count == 1 else f"herald-{index + 1}@%h"
+        found.append(Service(name, _celery_worker(
+            inapp, cfg.worker_pool, cfg.worker_concurrency, node), "",
+            _metrics_env(cfg.worker_metrics_port, index)))
+    found.append(Service(OUTBOUND_WORKER, _celery_worker(
+        outbound, "gevent", cfg.outbound_concurrency, "outbound@%h"), "",
+        _metrics_env(cfg.worker_metrics_port, count)))
+    return found
+
+
+def _celery_worker(queues: list[str], pool: str, concurrency: int, node: str) -> list[str]:
+    return [sys.executable, "-m", "celery", "-A", "tasks.app", "worker", "-Q", ",".join(queues),
+            "-P", pool, "-c", str(concurrency), "-l", "INFO", "-n", node]
+
+
+def _metrics_env(base: int, index: int) -> dict[str, str]:
+    """A worker's metrics port (its place after ``HERALD_WORKER_METRICS_PORT``)."""
+    return {"HERALD_WORKER_METRICS_PORT": str(endpoints.port(base, index))}
+
+
+def _streamer(cfg: Config, processes: int) -> Service:
+    """The streamer; with several processes, one ``--processes N`` on one port (process i
+    serves ``/metrics`` on ``HERALD_STREAMER_METRICS_PORT`` + i)."""
+    command = [sys.executable, "-m", "streamer"]
+    if processes > 1:
+        command += ["--processes", str(processes)]
+    return Service("streamer", command, f"{cfg.streamer_url}/healthz")
 
 
 def _flower_env(cfg: Config) -> dict[str, str]:
@@ -179,14 +227,15 @@ def dev_origins(cfg: Config) -> Config:
     return cfg.replace(cors_origins=(f"http://127.0.0.1:{port}", f"http://localhost:{port}"))
 
 
-def run(cfg: Config) -> int:
+def run(cfg: Config, topology: Topology | None = None) -> int:
     """Run the stack until SIGINT or SIGTERM, then stop all of it; return 0."""
+    topology = topology or Topology()
     supervisor = Supervisor(Output(sys.stdout), grace=STOP_GRACE)
     with stop_on(supervisor, signal.SIGINT, signal.SIGTERM):
         cfg, embedded = with_redis(cfg)
         cfg, sink = dev_mailsink(cfg)
         try:
-            _supervise(dev_origins(dev_api_key(cfg)), embedded, supervisor,
+            _supervise(dev_origins(dev_api_key(cfg)), topology, embedded, supervisor,
                        [sink] if sink else [])
         finally:
             if embedded is not None:
@@ -194,21 +243,22 @@ def run(cfg: Config) -> int:
     return 0
 
 
-def _supervise(cfg: Config, embedded: EmbeddedRedis | None, supervisor: Supervisor,
-               extra: list[Service]) -> None:
+def _supervise(cfg: Config, topology: Topology, embedded: EmbeddedRedis | None,
+               supervisor: Supervisor, extra: list[Service]) -> None:
     env = {**os.environ, **as_environ(cfg), "PYTHONUNBUFFERED": "1"}
-    stack = [*services(cfg), *extra]
+    stack = [*services(cfg, topology), *extra]
     for service in stack:
         supervisor.add(Command(service.name, service.command, {**env, **service.env}))
     watcher = threading.Thread(target=_announce, daemon=True,
-                               args=(cfg, stack, embedded, supervisor))
+                               args=(cfg, topology, stack, embedded, supervisor))
     watcher.start()
     supervisor.run()
 
 
-def _announce(cfg: Config, stack: list[Service], embedded: EmbeddedRedis | None,
-              supervisor: Supervisor) -> None:
-    waiting = {s.name: s.health_url for s in stack if s.health_url and s.name not in WORKERS}
+def _announce(cfg: Config, topology: Topology, stack: list[Service],
+              embedded: EmbeddedRedis | None, supervisor: Supervisor) -> None:
+    # Workers and the mail sink have no health URL of their own (Flower shows workers).
+    waiting = {s.name: s.health_url for s in stack if s.health_url}
     deadline = time.monotonic() + HEALTH_WAIT
     while waiting and time.monotonic() < deadline and not supervisor.stopping:
         for name, url in list(waiting.items()):
@@ -221,7 +271,7 @@ def _announce(cfg: Config, stack: list[Service], embedded: EmbeddedRedis | None,
         supervisor.say(f"still waiting for {', '.join(sorted(waiting))}; see its log above")
         return
     sink = any(s.name == MAILSINK for s in stack)
-    supervisor.output.write(banner(cfg, embedded, sink) + "\n")
+    supervisor.output.write(banner(cfg, embedded, sink, topology) + "\n")
 
 
 def _healthy(url: str) -> bool:
@@ -232,8 +282,10 @@ def _healthy(url: str) -> bool:
         return False
 
 
-def banner(cfg: Config, embedded: EmbeddedRedis | None, mail_sink: bool = False) -> str:
+def banner(cfg: Config, embedded: EmbeddedRedis | None, mail_sink: bool = False,
+           topology: Topology | None = None) -> str:
     """What a developer needs to start using the running stack."""
+    topology = topology or Topology()
     user, _, password = cfg.flower_auth.partition(":")
     redis_note = f" (embedded, data in {embedded.data_dir})" if embedded else ""
     mail = (f"dev sink at {cfg.smtp_url}, each mail in {cfg.home / MAIL_DIR}" if mail_sink
@@ -248,11 +300,23 @@ def banner(cfg: Config, embedded: EmbeddedRedis | None, mail_sink: bool = False)
         f"password {password!r}",
         f"  Redis     {redact_url(cfg.redis_url)}{redis_note}",
         f"  Mail      {mail}",
+        *_metrics_lines(cfg, topology),
         f"  Dev secret in {cfg.home / 'secret'} (signs subscriber tokens)",
         f"  Dev API key {cfg.api_key} (also in {cfg.home / DEV_API_KEY_FILE})",
         "Try, in another terminal of this directory:",
         "  herald listen user:alice",
         "  herald send alice Hello",
+        "  herald status",
         "",
     ]
     return "\n".join(lines)
+
+
+def _metrics_lines(cfg: Config, topology: Topology) -> list[str]:
+    """One line per internal ``/metrics`` endpoint (none when all are off)."""
+    found = endpoints.topology(cfg, topology.workers, topology.streamer_processes(cfg))
+    if not found:
+        return ["  Metrics   off (every HERALD_*_METRICS_PORT is 0)"]
+    width = max(len(e.service) for e in found)
+    return ["  Metrics   (internal, Prometheus text format)",
+            *(f"    {e.service.ljust(width)}  {e.url}" for e in found)]
