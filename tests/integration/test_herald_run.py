@@ -1,4 +1,5 @@
-"""``herald run`` from a clean environment: everything up, a crashed service restarted
+"""``herald run --workers 2`` from a clean environment: everything up, each process on
+its own metrics port, Flower's API, ``herald status``, a crashed service restarted
 alone, no secret on a command line, then SIGTERM leaves nothing behind.
 
 One ``herald run`` serves the whole module (starting the stack is the slow part); the
@@ -7,13 +8,11 @@ last test stops it, and the fixture stops it too when that test did not run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import secrets
 import signal
 import subprocess
-import sys
-import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,123 +25,25 @@ import pytest
 
 from herald import config as herald_config
 from herald import services as herald_services
-from herald.channels import EMAIL
+from herald.channels import EMAIL, queues
+from herald.keys import Keys
 from herald.notifications import NewNotification
-from herald.stack import free_port
 from tasks.factory import make_celery
 from tasks.outbound import dispatch_task_name
 from tests.conftest import wait_until
+from tests.stack import HERALD, Recorder, Stack, alive, command_line, get
 
 pytestmark = pytest.mark.slow
-HERALD = str(Path(sys.executable).with_name("herald"))
-# Direct children of `herald run`, told apart by their command lines.
-SERVICES = {"api": "gunicorn", "worker": "-n herald@", "outbound": "-n outbound@",
-            "streamer": "-m streamer", "flower": " flower ", "mailsink": "-m herald.mailsink"}
-
-
-def _alive(process: psutil.Process) -> bool:
-    try:
-        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _line(process: psutil.Process | None) -> str:
-    try:
-        return " ".join(process.cmdline()) + " " if process else ""
-    except psutil.NoSuchProcess:
-        return ""
-
-
-def _get(url: str, **kwargs: object) -> httpx.Response | None:
-    try:
-        return httpx.get(url, timeout=2, **kwargs)  # type: ignore[arg-type]
-    except httpx.HTTPError:
-        return None
-
-
-class Recorder(BaseHTTPRequestHandler):
-    """Stands where HERALD_STREAMER_URL points (a proxy would): records each request."""
-
-    seen: ClassVar[list[tuple[str, str | None]]] = []
-
-    def do_GET(self) -> None:
-        self.seen.append((self.path, self.headers.get("Authorization")))
-        self.send_response(200)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class Stack:
-    """A real ``herald run`` with an embedded Redis, its output in ``run.log``.
-
-    HERALD_STREAMER_URL (where clients reach the streamer, and what `herald run`
-    probes) points at a ``Recorder``, which shows what the probe sends.
-    """
-
-    def __init__(self) -> None:
-        self.recorder = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
-        threading.Thread(target=self.recorder.serve_forever, daemon=True).start()
-        self.home = tempfile.mkdtemp(prefix="herald-run-")
-        self.ports = {name: free_port() for name in ("redis", "api", "streamer", "flower")}
-        self.flower_password = secrets.token_urlsafe(12)
-        env = {
-            "PATH": os.environ["PATH"], "HOME": self.home, "LANG": "C.UTF-8",
-            "HERALD_HOME": f"{self.home}/.herald",
-            "REDIS_URL": f"redis://127.0.0.1:{self.ports['redis']}/0",  # nothing answers
-            "HERALD_API_PORT": str(self.ports["api"]),
-            "HERALD_STREAMER_PORT": str(self.ports["streamer"]),
-            "HERALD_STREAMER_URL": f"http://127.0.0.1:{self.recorder.server_port}",
-            "HERALD_FLOWER_PORT": str(self.ports["flower"]),
-            "HERALD_FLOWER_AUTH": f"ops:{self.flower_password}",
-        }
-        self.log_path = Path(self.home) / "run.log"
-        with self.log_path.open("wb") as out:
-            self.run = subprocess.Popen([HERALD, "run"], env=env, cwd=self.home, stdout=out,
-                                        stderr=subprocess.STDOUT, start_new_session=True)
-        self.seen: list[psutil.Process] = []
-        self.exit_code: int | None = None
-
-    def url(self, name: str, path: str = "") -> str:
-        return f"http://127.0.0.1:{self.ports[name]}{path}"
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def up(self, name: str, path: str = "/healthz") -> bool:
-        assert self.run.poll() is None, self.log()
-        answer = _get(self.url(name, path))
-        return answer is not None and answer.status_code == 200
-
-    def services(self) -> dict[str, int]:
-        """Pid of each service's main process (the topmost with its command line)."""
-        found = {}
-        for process in self.descendants():
-            for name, part in SERVICES.items():
-                if part in _line(process) and part not in _line(process.parent()):
-                    found[name] = process.pid
-        return found
-
-    def descendants(self) -> list[psutil.Process]:
-        every = psutil.Process(self.run.pid).children(recursive=True)
-        self.seen += every
-        return every
-
-    def stop(self) -> int:
-        if self.exit_code is None:
-            self.descendants()
-            self.run.send_signal(signal.SIGTERM)
-            self.exit_code = self.run.wait(30)
-            self.recorder.shutdown()
-        return self.exit_code
+# Direct children of `herald run --workers 2`, told apart by their command lines.
+SERVICES = {"api": "gunicorn", "worker-1": "-n herald-1@", "worker-2": "-n herald-2@",
+            "outbound": "-n outbound@", "streamer": "-m streamer", "flower": " flower ",
+            "mailsink": "-m herald.mailsink"}
+NODES = ("herald-1@", "herald-2@", "outbound@")
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    running = Stack()
+    running = Stack(["run", "--workers", "2"], workers=2)
     try:
         wait_until(lambda: running.up("api") and running.up("streamer"), 90, every=0.3,
                    what="the stack")
@@ -160,7 +61,7 @@ def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack)
     text = stack.log()
     assert "embedded redis-server" in text
     assert stack.url("flower") in text and stack.flower_password in text  # the banner
-    names = " ".join(_line(p) for p in stack.descendants())
+    names = " ".join(command_line(p) for p in stack.descendants())
     for part in ("gunicorn", "celery", "worker", "streamer", "flower", "redis-server"):
         assert part in names
 
@@ -172,17 +73,16 @@ def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack)
     auth = ("ops", stack.flower_password)
 
     def flower_saw_it() -> bool:
-        tasks = _get(stack.url("flower", "/api/tasks"), auth=auth)
+        tasks = get(stack.url("flower", "/api/tasks"), auth=auth)
         return tasks is not None and sent.json()["id"] in tasks.json()
 
     wait_until(flower_saw_it, 30, every=0.5, what="Flower to see the task")
 
     def flower_sees_both_workers() -> bool:
         # The workers may still be starting when the API has already sent the task.
-        workers = _get(stack.url("flower", "/api/workers?refresh=1"), auth=auth)
+        workers = get(stack.url("flower", "/api/workers?refresh=1"), auth=auth)
         names = workers.json() if workers is not None else {}
-        return all(any(name.startswith(node) for name in names)
-                   for node in ("herald@", "outbound@"))
+        return all(any(name.startswith(node) for name in names) for node in NODES)
 
     wait_until(flower_sees_both_workers, 60, every=1.0, what="Flower to list both workers")
 
@@ -190,17 +90,16 @@ def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack)
 def test_the_in_app_and_the_outbound_worker_split_the_queues(stack):
     """Jobs and in-app delivery on one worker, e-mail and webhooks on the other (gevent),
     so a slow outside service never takes the in-app worker's slots."""
-    from herald.keys import Keys
-    from tasks.settings import queues
-
-    commands = {name: psutil.Process(pid).cmdline() for name, pid in stack.services().items()}
+    commands = {name: psutil.Process(pid).cmdline()
+                for name, pid in stack.services(SERVICES).items()}
 
     def option(name: str, flag: str) -> str:
         command = commands[name]
         return command[command.index(flag) + 1]
 
     keys = Keys()
-    inapp, outbound = option("worker", "-Q").split(","), option("outbound", "-Q").split(",")
+    inapp, outbound = option("worker-1", "-Q").split(","), option("outbound", "-Q").split(",")
+    assert option("worker-2", "-Q").split(",") == inapp
     assert inapp == [keys.task_queue, keys.channel_queue("inapp")]
     assert outbound == [keys.channel_queue("email"), keys.channel_queue("webhook")]
     assert sorted(inapp + outbound) == sorted(queues(keys))  # every queue, once
@@ -252,30 +151,100 @@ def test_flower_shows_each_channels_tasks_on_its_worker_with_a_retry(stack):
         receiver.shutdown()
     auth = ("ops", stack.flower_password)
     expected = {  # task id -> name, worker; the send task's id is the delivery's
-        nid: ("herald.send_notification", "herald@"),
+        nid: ("herald.send_notification", "herald-"),
         f"{nid}.webhook": ("herald.webhook.dispatch", "outbound@"),
         delivery["id"]: ("herald.webhook.send", "outbound@"),
     }
 
     def flower_shows_them_done() -> bool:
-        answer = _get(stack.url("flower", "/api/tasks"), auth=auth)
+        answer = get(stack.url("flower", "/api/tasks"), auth=auth)
         tasks = answer.json() if answer is not None and answer.status_code == 200 else {}
         return all(tasks.get(tid, {}).get("state") == "SUCCESS" for tid in expected)
 
     wait_until(flower_shows_them_done, 30, every=0.5, what="Flower to show the tasks done")
-    tasks = _get(stack.url("flower", "/api/tasks"), auth=auth).json()
+    tasks = get(stack.url("flower", "/api/tasks"), auth=auth).json()
     for task_id, (name, worker) in expected.items():
         assert tasks[task_id]["name"] == name, tasks[task_id]
         assert tasks[task_id]["worker"].startswith(worker), tasks[task_id]
     retried = tasks[delivery["id"]]
     assert retried["retries"] == 1 and retried["retried"], retried  # the 503, then a retry
-    info = _get(stack.url("flower", f"/api/task/info/{delivery['id']}"), auth=auth)
+    info = get(stack.url("flower", f"/api/task/info/{delivery['id']}"), auth=auth)
     assert info is not None and info.json()["state"] == "SUCCESS"
+
+
+# What each kind of /metrics serves, one metric of it (README, "Metrics and monitoring").
+SERVES = {"api": "herald_api_requests_total", "worker": "herald_tasks_total",
+          "outbound": "herald_tasks_total", "streamer": "herald_streamer_connections"}
+
+
+def test_each_process_gets_its_own_metrics_port_and_the_banner_lists_it(stack):
+    found = {e.service: e for e in stack.metrics()}
+    assert list(found) == ["api", "worker-1", "worker-2", "outbound", "streamer"]
+    text = stack.log()
+    for endpoint in found.values():
+        assert re.search(rf"{endpoint.service} +{re.escape(endpoint.url)}", text), text
+    base = int(stack.env["HERALD_WORKER_METRICS_PORT"])
+    assert [found[n].port for n in ("worker-1", "worker-2", "outbound")] == [
+        base, base + 1, base + 2]
+    pids = stack.services(SERVICES)
+    for name in ("worker-1", "worker-2", "outbound"):  # what herald run gave each
+        environ = psutil.Process(pids[name]).environ()
+        assert environ["HERALD_WORKER_METRICS_PORT"] == str(found[name].port), name
+    assert found["api"].port == int(stack.env["HERALD_API_METRICS_PORT"])
+    assert found["streamer"].port == int(stack.env["HERALD_STREAMER_METRICS_PORT"])
+
+
+def test_every_metrics_endpoint_answers_on_its_internal_port(stack):
+    for endpoint in stack.metrics():
+        assert endpoint.url.startswith("http://127.0.0.1:")  # HERALD_METRICS_HOST
+        kind = endpoint.service.split("-")[0]
+
+        def serves(url: str = endpoint.url, name: str = SERVES[kind]) -> bool:
+            answer = get(url)
+            return answer is not None and answer.status_code == 200 and name in answer.text
+
+        wait_until(serves, 30, every=0.5, what=f"{endpoint.service}'s /metrics")
+    public = get(stack.url("api", "/metrics"))
+    assert public is None or public.status_code == 404  # never on the public port
+
+
+def test_flower_api_lists_the_workers_online_and_herald_queues(stack):
+    auth = ("ops", stack.flower_password)
+    assert get(stack.url("flower", "/api/workers")).status_code == 401  # basic auth
+
+    def all_online() -> bool:
+        get(stack.url("flower", "/api/workers?refresh=1"), auth=auth)
+        answer = get(stack.url("flower", "/api/workers?status=true"), auth=auth)
+        alive_nodes = [n for n, up in (answer.json() if answer else {}).items() if up]
+        return all(any(n.startswith(node) for n in alive_nodes) for node in NODES)
+
+    wait_until(all_online, 60, every=1.0, what="Flower to see every worker online")
+    # Flower 2.2 reads a Redis broker's queue lengths itself (LLEN under the key prefix
+    # of broker_transport_options): no broker API is needed, unlike RabbitMQ.
+    answer = get(stack.url("flower", "/api/queues/length"), auth=auth)
+    assert answer is not None and answer.status_code == 200, answer
+    lengths = {q["name"]: q["messages"] for q in answer.json()["active_queues"]}
+    assert set(lengths) == set(queues(Keys())), lengths
+    assert all(isinstance(n, int) for n in lengths.values())
+
+
+def test_herald_status_through_flower_sees_the_stack_healthy(stack):
+    command = [HERALD, "status", "--json", "--flower", stack.url("flower"), "--timeout", "5"]
+    done = subprocess.run(command, env=stack.env, cwd=stack.home, capture_output=True,
+                          text=True, timeout=120)
+    report = json.loads(done.stdout)
+    assert report["workers_source"] == "flower"
+    assert all(any(n.startswith(node) for n in report["workers"]) for node in NODES)
+    assert {q["name"]: len(q["consumers"]) for q in report["queues"]} == {
+        name: 2 if name in (Keys().task_queue, Keys().channel_queue("inapp")) else 1
+        for name in queues(Keys())}
+    assert [s["service"] for s in report["streamers"]] == ["streamer"]
+    assert report["problems"] == [] and done.returncode == 0, done.stdout + done.stderr
 
 
 def test_no_password_on_any_command_line(stack):
     for process in stack.descendants():
-        assert stack.flower_password not in _line(process), process.cmdline()
+        assert stack.flower_password not in command_line(process), process.cmdline()
 
 
 def test_the_health_probe_sends_no_credentials(stack):
@@ -306,7 +275,7 @@ def test_email_goes_to_the_dev_mail_sink_without_an_smtp_url(stack):
 
 
 def test_a_killed_streamer_is_restarted_and_the_other_services_keep_running(stack):
-    before = stack.services()
+    before = stack.services(SERVICES)
     assert set(before) == set(SERVICES), before
     first = httpx.get(stack.url("streamer", "/healthz")).json()["pid"]
     assert first == before["streamer"]
@@ -315,12 +284,12 @@ def test_a_killed_streamer_is_restarted_and_the_other_services_keep_running(stac
 
     def streamer_back() -> bool:
         assert stack.run.poll() is None, f"herald run ended:\n{stack.log()}"
-        answer = _get(stack.url("streamer", "/healthz"))
+        answer = get(stack.url("streamer", "/healthz"))
         return (answer is not None and answer.status_code == 200
                 and answer.json()["pid"] != first)
 
     wait_until(streamer_back, 60, every=0.3, what="a new streamer")
-    after = stack.services()
+    after = stack.services(SERVICES)
     assert after["streamer"] == httpx.get(stack.url("streamer", "/healthz")).json()["pid"]
     assert {n: p for n, p in after.items() if n != "streamer"} == {
         n: p for n, p in before.items() if n != "streamer"}
@@ -333,5 +302,5 @@ def test_sigterm_stops_everything_and_leaves_nothing_running(stack):
     stack.descendants()
     code = stack.stop()  # fails if herald run has not ended within 30 s
     assert code == 0, stack.log()
-    left = [p for p in stack.seen if _alive(p)]
+    left = [p for p in stack.seen if alive(p)]
     assert left == [], f"left running: {[p.cmdline() for p in left]}"
