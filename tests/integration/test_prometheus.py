@@ -110,15 +110,18 @@ def prometheus(stack: Stack) -> Iterator[Prometheus]:
         server.stop()
 
 
+def _up(prometheus: Prometheus, job: str | None = None) -> list[str]:
+    """The instances Prometheus scrapes successfully (of ``job``, or of all)."""
+    return [t["labels"]["instance"] for t in prometheus.targets()
+            if t["health"] == "up" and job in (None, t["labels"]["job"])]
+
+
 def test_prometheus_sees_deliveries_connections_and_a_dropped_client(stack, prometheus):
-    assert len([e for e in stack.metrics() if e.service.startswith("streamer-")]) == 2
-
-    def all_up() -> bool:
-        found = prometheus.targets()
-        return len(found) == len(stack.metrics()) and all(
-            t["health"] == "up" for t in found)
-
-    wait_until(all_up, 60, every=0.5, what="every target up in Prometheus")
+    streamers = [f"127.0.0.1:{e.port}" for e in stack.metrics()
+                 if e.service.startswith("streamer-")]
+    assert len(streamers) == 2
+    wait_until(lambda: sorted(_up(prometheus, "herald-streamer")) == sorted(streamers), 60,
+               every=0.5, what="both streamer processes up in Prometheus")
     cfg = stack.config
     publisher = herald_services.build(cfg).publisher
     grant = ("load",)
@@ -160,3 +163,10 @@ def test_prometheus_sees_deliveries_connections_and_a_dropped_client(stack, prom
         if stalled is not None:
             stalled.close()
 
+
+
+def test_every_metrics_endpoint_herald_run_announces_is_up_in_prometheus(stack, prometheus):
+    announced = sorted(f"127.0.0.1:{e.port}" for e in stack.metrics())
+    assert len(announced) == 5  # api, worker, outbound, streamer-1, streamer-2
+    wait_until(lambda: sorted(_up(prometheus)) == announced, 60, every=0.5,
+               what="every endpoint up in Prometheus")
