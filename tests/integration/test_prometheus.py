@@ -37,10 +37,12 @@ CLIENTS = 6
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    # A small buffer per client, so a stalled one is dropped after a few events.
+    # A small buffer per client, so a stalled one is dropped after a few events, and a
+    # short write timeout, so its connection is closed soon after.
     running = Stack(["run", "--streamers", "2"], streamers=2,
                     extra={"HERALD_CLIENT_BUFFER": str(64 * 1024),
-                           "HERALD_SEND_BUFFER": str(16 * 1024)})
+                           "HERALD_SEND_BUFFER": str(16 * 1024),
+                           "HERALD_WRITE_TIMEOUT": "1"})
     try:
         wait_until(lambda: running.up("api") and running.up("streamer"), 90, every=0.3,
                    what="the stack")
