@@ -449,19 +449,6 @@ class Config(BaseSettings):
         "HERALD_RETRY_MAX", 600.0,
         "Largest backoff ceiling, in seconds (also caps an honoured `Retry-After`); "
         "must be below `HERALD_VISIBILITY_TIMEOUT`.", ge=0.01, le=86_400)
-    # Metrics endpoints (i13; declared by the metrics helpers, mirrored here until merged).
-    metrics_host: str = _var(
-        "HERALD_METRICS_HOST", "127.0.0.1",
-        "Address every internal `/metrics` endpoint binds (never the public ports).")
-    api_metrics_port: int = _var("HERALD_API_METRICS_PORT", 9101,
-                                 "Port of the API's `/metrics`; 0 turns it off.", ge=0, le=65535)
-    worker_metrics_port: int = _var(
-        "HERALD_WORKER_METRICS_PORT", 9300,
-        "Port of a worker's `/metrics`; 0 turns it off.", ge=0, le=65535)
-    streamer_metrics_port: int = _var(
-        "HERALD_STREAMER_METRICS_PORT", 9200,
-        "Port of the streamer's `/metrics` (process i of `--processes N` on this + i); 0 "
-        "turns it off.", ge=0, le=65535)
     log_level: LogLevel = _var("HERALD_LOG_LEVEL", "INFO", "Log level of every service.")
 
     @classmethod
