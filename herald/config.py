@@ -449,6 +449,14 @@ class Config(BaseSettings):
         "HERALD_RETRY_MAX", 600.0,
         "Largest backoff ceiling, in seconds (also caps an honoured `Retry-After`); "
         "must be below `HERALD_VISIBILITY_TIMEOUT`.", ge=0.01, le=86_400)
+    metrics_host: str = _var(
+        "HERALD_METRICS_HOST", "127.0.0.1",
+        "Address every internal `/metrics` endpoint binds (never the public ports).")
+    api_metrics_port: int = _var("HERALD_API_METRICS_PORT", 9101,
+                                 "Port of the API's `/metrics`; 0 turns it off.", ge=0, le=65535)
+    worker_metrics_port: int = _var(
+        "HERALD_WORKER_METRICS_PORT", 9300,
+        "Port of a worker's `/metrics`; 0 turns it off.", ge=0, le=65535)
     log_level: LogLevel = _var("HERALD_LOG_LEVEL", "INFO", "Log level of every service.")
 
     @classmethod
@@ -495,9 +503,18 @@ class Config(BaseSettings):
                 f"HERALD_PUBSUB_SILENCE={self.pubsub_silence:g} must exceed "
                 f"HERALD_PUBSUB_KEEPALIVE={self.pubsub_keepalive:g}, or an idle healthy "
                 "subscription is taken for lost")
+        problems += self._metrics_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _metrics_problems(self) -> list[str]:
+        """A ``/metrics`` port that is a public port: it would never be internal."""
+        public = {self.api_port: "HERALD_API_PORT", self.streamer_port: "HERALD_STREAMER_PORT"}
+        internal = (("HERALD_API_METRICS_PORT", self.api_metrics_port),
+                    ("HERALD_WORKER_METRICS_PORT", self.worker_metrics_port))
+        return [f"{name}={port} must differ from {public[port]}: /metrics is internal, "
+                "never on a public port" for name, port in internal if port in public]
 
     @property
     def production(self) -> bool:

@@ -111,6 +111,10 @@ def child_env(redis_base: str) -> dict[str, str]:
         "HERALD_DELIVERY_ATTEMPTS": "4",
         "HERALD_EMAIL_RATE": "1000",
         "HERALD_WEBHOOK_RATE": "1000",
+        # No /metrics unless a test asks for one on a free port (the default ports would
+        # collide between the processes of a test, and with other runs on the machine).
+        "HERALD_API_METRICS_PORT": "0",
+        "HERALD_WORKER_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     }
 
