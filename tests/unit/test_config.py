@@ -153,6 +153,29 @@ def test_a_metrics_port_of_0_turns_the_endpoint_off(tmp_path):
             ) == ("127.0.0.1", 9101)
 
 
+def test_streamer_metrics_default_to_an_internal_port_and_0_turns_them_off(tmp_path):
+    cfg = config.load({"HERALD_HOME": str(tmp_path)})
+    assert (cfg.metrics_host, cfg.streamer_metrics_port) == ("127.0.0.1", 9200)
+    off = config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_METRICS_PORT": "0",
+                       "HERALD_STREAMER_PORT": "9200"})
+    assert off.streamer_metrics_port == 0
+
+
+def test_streamer_metrics_ports_are_never_the_public_port(tmp_path):
+    with pytest.raises(ConfigError, match="HERALD_STREAMER_PORT=9201 must not be one of"):
+        config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_PORT": "9201",
+                     "HERALD_STREAMER_PROCESSES": "2"})
+    cfg = config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_PORT": "9202",
+                       "HERALD_STREAMER_PROCESSES": "2"})
+    assert cfg.streamer_metrics_port == 9200
+
+
+def test_streamer_metrics_need_a_port_per_process(tmp_path):
+    with pytest.raises(ConfigError, match="one port per process"):
+        config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_METRICS_PORT": "65535",
+                     "HERALD_STREAMER_PROCESSES": "2"})
+
+
 def test_a_given_environment_replaces_the_process_one(tmp_path, monkeypatch):
     monkeypatch.setenv("HERALD_API_PORT", "1234")
     monkeypatch.setenv("HERALD_HOME", str(tmp_path))
