@@ -13,7 +13,7 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
 
-from api import auth
+from api import auth, metrics
 from api.context import celery, services
 from api.schemas import IDEMPOTENCY_KEY_RULE, NotificationIn, parse
 from herald.channels import EMAIL
@@ -41,6 +41,7 @@ def create() -> tuple[Response, int]:
         raise Refusal(422, "idempotency_key_reused",
                       f"{IDEMPOTENCY_HEADER} was used for a different request "
                       f"(notification {created.id})", IDEMPOTENCY_HEADER)
+    metrics.accepted(new.channels if created.created else ())
     status_url = url_for("notifications.show", notification_id=created.id, _external=True)
     answer = jsonify(id=created.id, status_url=status_url, created=created.created)
     answer.headers["Location"] = status_url

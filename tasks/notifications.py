@@ -41,6 +41,7 @@ from herald.notifications import Created, NewNotification
 from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
 from herald.times import iso
+from tasks import metrics
 from tasks.factory import RETRY_ON_REDIS, NotificationTask, services_of
 from tasks.outbound import dispatch_task_name, opted_out
 
@@ -114,6 +115,7 @@ def deliver(svc: Services, notification_id: str) -> dict[str, str]:
             _queue_delivery(svc, pipe, script, record, topic, topic in skipped)
         event_ids += [str(e) for e in pipe.execute()]
     svc.notifications.dispatched(notification_id, INAPP)
+    metrics.inapp_delivered(INAPP, event_ids)
     return {topic: event for topic, event in zip(destinations, event_ids, strict=True)
             if event}
 
