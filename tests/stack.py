@@ -10,6 +10,7 @@ the streamer really listens.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import signal
 import socket
@@ -33,9 +34,14 @@ HERALD = str(Path(sys.executable).with_name("herald"))
 
 
 def free_ports(count: int) -> int:
-    """A base port such that it and the ``count - 1`` after it are free now."""
+    """A base port such that it and the ``count - 1`` after it are free now.
+
+    Below the kernel's ephemeral range (``ip_local_port_range``, 32768 and up by
+    default), which ``free_port`` draws from: there the stack's own outgoing connections
+    could take a port between this check and the bind.
+    """
     for _ in range(200):
-        base = free_port()
+        base = random.randrange(20000, 32000 - count)
         probes = []
         try:
             for offset in range(count):
@@ -108,7 +114,7 @@ class Stack:
             "HERALD_FLOWER_PORT": str(self.ports["flower"]),
             "HERALD_FLOWER_AUTH": f"ops:{self.flower_password}",
             # Metrics ports of this stack's own, never the defaults another run may hold.
-            "HERALD_API_METRICS_PORT": str(free_port()),
+            "HERALD_API_METRICS_PORT": str(free_ports(1)),
             "HERALD_WORKER_METRICS_PORT": str(free_ports(workers + 1)),
             "HERALD_STREAMER_METRICS_PORT": str(free_ports(streamers)),
             **(extra or {}),

@@ -172,9 +172,11 @@ def test_flower_shows_each_channels_tasks_on_its_worker_with_a_retry(stack):
     assert info is not None and info.json()["state"] == "SUCCESS"
 
 
-# What each kind of /metrics serves, one metric of it (README, "Metrics and monitoring").
-SERVES = {"api": "herald_api_requests_total", "worker": "herald_tasks_total",
-          "outbound": "herald_tasks_total", "streamer": "herald_streamer_connections"}
+# What each kind of /metrics serves, one metric of it (README, "Metrics and monitoring")
+# that is there before the process has done anything (a worker that has run no task yet
+# has no herald_tasks_total), once the API has answered a request.
+SERVES = {"api": "herald_api_requests_total", "worker": "herald_queue_length",
+          "outbound": "herald_queue_length", "streamer": "herald_streamer_connections"}
 
 
 def test_each_process_gets_its_own_metrics_port_and_the_banner_lists_it(stack):
@@ -195,6 +197,10 @@ def test_each_process_gets_its_own_metrics_port_and_the_banner_lists_it(stack):
 
 
 def test_every_metrics_endpoint_answers_on_its_internal_port(stack):
+    key = (Path(stack.home) / ".herald" / "apikey").read_text().strip()
+    answer = httpx.get(stack.url("api", "/api/notifications/n-unknown"),
+                       headers={"Authorization": f"Bearer {key}"})
+    assert answer.status_code == 404
     for endpoint in stack.metrics():
         assert endpoint.url.startswith("http://127.0.0.1:")  # HERALD_METRICS_HOST
         kind = endpoint.service.split("-")[0]
