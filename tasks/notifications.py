@@ -116,7 +116,9 @@ return out
 DELIVER_SHA = hashlib.sha1(DELIVER_SCRIPT.encode()).hexdigest()
 # Destinations per script call: one call holds Redis for its whole run, so a chunk
 # bounds that pause for other clients; each call records its progress, so a task that
-# runs again skips the chunks done. Measured in BENCHMARKS.md (worker cost).
+# runs again skips the chunks done. Measured for 1,000 recipients: the worker's CPU is
+# the same from 25 to 1,000 per call (about 2.8 ms); the longest call holds Redis about
+# 28 µs per destination (5 ms at 100, 28 ms at 1,000).
 DELIVERY_CHUNK = 100
 # Destinations per round trip (chunks sent in one pipeline). The last round trip also
 # records the channel as dispatched.
@@ -226,8 +228,9 @@ def send_notification(self: Task, notification_id: str) -> dict[str, int]:
     how many destinations have their event (what the worker log and Flower show).
 
     A count, not ``deliver``'s map: a prefork child pickles its task's answer to the
-    pool's parent, which formats it for the log and the task event; a 1,000-entry map
-    cost the parent 1.7 ms of CPU per task (tmp harness, BENCHMARKS.md).
+    pool's parent, which formats it for the log and the task event; with a 1,000-entry
+    map the parent spent about 3.0 ms of CPU per 1,000-recipient task, with the count
+    2.5 ms (20 tasks, psutil's 10 ms ticks: a rough figure).
     """
     return {"events": len(deliver(services_of(self), notification_id))}
 
