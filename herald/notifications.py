@@ -58,6 +58,16 @@ redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[1])
 return 1
 """
 
+# KEYS: record; ARGV: now. A channel's task starts: the record's fields as they were
+# (none: no record), and ``queued`` becomes ``sending``.
+_START = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields > 0 and redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[1])
+end
+return fields
+"""
+
 # KEYS: record; ARGV: channel, now. Answers the status after the change (false: gone).
 _DISPATCHED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return false end
@@ -120,6 +130,7 @@ class NotificationStore:
         self._set_status = redis_client.register_script(_SET_STATUS)
         self._begin = redis_client.register_script(_BEGIN)
         self._dispatched = redis_client.register_script(_DISPATCHED)
+        self._start = redis_client.register_script(_START)
 
     def create(self, new: NewNotification, idempotency_key: str | None = None) -> Created:
         """Store ``new`` as ``queued``, unless ``idempotency_key`` was used already.
@@ -163,6 +174,26 @@ class NotificationStore:
     def begin(self, notification_id: str) -> None:
         """A channel's task starts: ``queued`` becomes ``sending`` (others stay)."""
         self._begin(keys=[self.keys.notification(notification_id)], args=[now_ms()])
+
+    def start(self, notification_id: str) -> dict[str, str] | None:
+        """``load`` and ``begin`` in one round trip: the stored fields as they were
+        before ``begin`` (None: no record; nothing is then written)."""
+        fields = self._start(keys=[self.keys.notification(notification_id)], args=[now_ms()])
+        return dict(zip(fields[0::2], fields[1::2], strict=True)) or None
+
+    def queue_dispatched(self, pipe: Any, notification_id: str, channel: str) -> None:
+        """Put ``dispatched`` into ``pipe`` (a pipeline of this store's client), to run
+        after what is already in it; its answer is the status it leaves, or None.
+
+        The script is called by its hash: a pipeline that meets NOSCRIPT (a restarted
+        Redis) is to be run again after ``load_scripts``.
+        """
+        pipe.evalsha(self._dispatched.sha, 1, self.keys.notification(notification_id),
+                     channel, now_ms())
+
+    def load_scripts(self) -> None:
+        """Load the scripts ``queue_dispatched`` calls by hash (after NOSCRIPT)."""
+        self.redis.script_load(_DISPATCHED)
 
     def dispatched(self, notification_id: str, channel: str) -> str | None:
         """Record that ``channel``'s task has run; answer the status it leaves (None:
