@@ -1,10 +1,15 @@
-"""Notifications: submitting one to its channels, and delivering it in-app.
+"""Notifications: submitting them to their channels, and delivering them in-app.
 
 ``submit`` stores a notification and sends one task per requested channel through the
 producer's Celery app: ``herald.send_notification`` for in-app (task id: the notification
 id), ``herald.<channel>.dispatch`` for e-mail and webhooks (task id
 ``<notification id>.<channel>``; see ``tasks.outbound``), each routed to its channel's
-queue. ``deliver`` is the in-app work, a plain function; ``send_notification`` is the
+queue. ``submit_as`` does the same for many notifications of an API key's request,
+checking the key and spending its budget in the same round trip as the records
+(``NotificationStore.submit``). ``dispatch`` sends the tasks of any number of
+notifications in one broker round trip on Redis (a kombu publish batch: each task
+message and its ``task-sent`` event, which lets Flower show a task before a worker takes
+it). ``deliver`` is the in-app work, a plain function; ``send_notification`` is the
 Celery task around it, which owns retries and takes its services from its app
 (``services_of``). The notification's ``status`` follows its channels' tasks (see
 ``herald.notifications``): ``delivered`` once each has run.
@@ -31,13 +36,14 @@ from typing import Any
 
 import redis
 from celery import Celery, Task, shared_task
-from kombu.exceptions import OperationalError
+from kombu.exceptions import BatchPublishError, OperationalError
+from kombu.utils.functional import retry_over_time
 
 from herald.channels import INAPP
 from herald.errors import DispatchError
 from herald.event import USER_TOPIC_PREFIX, encode_body
 from herald.inbox import INBOX_ADD_FUNCTION
-from herald.notifications import Created, NewNotification
+from herald.notifications import Created, NewNotification, Submitted
 from herald.publisher import PUBLISH_FUNCTION
 from herald.services import Services
 from herald.times import iso
@@ -168,16 +174,71 @@ def submit(svc: Services, celery: Celery, new: NewNotification,
     it in the instant before the removal).
     """
     created = svc.notifications.create(new, idempotency_key)
-    if not created.created:
-        return created
-    try:
-        for channel in sorted(new.channels, key=lambda name: name != INAPP):
-            name, task_id = channel_task(channel, created.id)
-            celery.send_task(name, kwargs={"notification_id": created.id}, task_id=task_id)
-    except OperationalError as exc:
-        svc.notifications.discard(created.id, idempotency_key)
-        raise DispatchError(f"broker unavailable: {exc}") from exc
+    if created.created:
+        _dispatch_or_discard(svc, celery, [(created, new, idempotency_key)])
     return created
+
+
+def submit_as(svc: Services, celery: Celery, credential: tuple[str, str],
+              items: list[tuple[NewNotification, str | None]]) -> Submitted:
+    """Submit each ``(notification, idempotency key)`` for the API key ``credential``
+    (``herald.apikeys.split``): the key is checked, one unit of its budget spent per
+    item and the records stored in one round trip, then the new ones dispatched
+    together (``dispatch``).
+
+    Nothing is stored or sent for an unknown key or a spent budget (see ``Submitted``).
+    Raises ``DispatchError`` when the broker cannot take the tasks: every record this
+    call stored is removed with its idempotency key (as ``submit`` does), so nothing of
+    the request stays stored.
+    """
+    submitted = svc.notifications.submit(credential, svc.limiter, items)
+    fresh = [(created, new, key) for created, (new, key) in
+             zip(submitted.created, items, strict=False) if created.created]
+    if fresh:
+        _dispatch_or_discard(svc, celery, fresh)
+    return submitted
+
+
+def _dispatch_or_discard(svc: Services, celery: Celery,
+                         stored: list[tuple[Created, NewNotification, str | None]]) -> None:
+    try:
+        dispatch(celery, [(created.id, new.channels) for created, new, _ in stored])
+    except DispatchError:
+        svc.notifications.discard_all([(created.id, key) for created, _, key in stored])
+        raise
+
+
+def dispatch(celery: Celery, notifications: list[tuple[str, list[str]]]) -> None:
+    """Send the tasks of each ``(notification id, channels)`` (in-app first), in one
+    kombu publish batch: one round trip to a Redis broker, whatever their number
+    (transports without batches publish one by one).
+
+    A batch that fails is sent again whole under the app's
+    ``task_publish_retry_policy`` (a message that got through before the failure is
+    then sent twice: the tasks are idempotent). Raises ``DispatchError`` when the
+    broker still cannot take them.
+    """
+    policy = {"max_retries": 3, "interval_start": 0, "interval_step": 0.2,
+              "interval_max": 1, **(celery.conf.task_publish_retry_policy or {})}
+    try:
+        retry_over_time(_send_batch, BatchPublishError, args=(celery, notifications),
+                        max_retries=policy["max_retries"],
+                        interval_start=policy["interval_start"],
+                        interval_step=policy["interval_step"],
+                        interval_max=policy["interval_max"])
+    except (OperationalError, BatchPublishError) as exc:
+        raise DispatchError(f"broker unavailable: {exc}") from exc
+
+
+def _send_batch(celery: Celery, notifications: list[tuple[str, list[str]]]) -> None:
+    count = sum(len(channels) for _, channels in notifications)
+    # Two broker commands per task: the message and its task-sent event.
+    with celery.producer_or_acquire() as producer, producer.batch(max_size=2 * count):
+        for notification_id, channels in notifications:
+            for channel in sorted(channels, key=lambda name: name != INAPP):
+                name, task_id = channel_task(channel, notification_id)
+                celery.send_task(name, kwargs={"notification_id": notification_id},
+                                 task_id=task_id, producer=producer)
 
 
 def channel_task(channel: str, notification_id: str) -> tuple[str, str]:
