@@ -182,3 +182,23 @@ def test_a_batch_larger_than_the_burst_passes_on_a_full_budget_and_is_repaid(slo
     refused = slow_api.post("/api/notifications", json=item)
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 4  # 3 in debt, then 1 to spend
+
+
+def test_a_shared_in_app_task_run_again_delivers_nothing_twice(api, subscribe, wait_idle,
+                                                                before_sentinel):
+    alice = subscribe("alice")
+    answer = api.post(BATCH, json={"items": [
+        {"recipients": ["alice"], "title": f"n{i}"} for i in range(3)]})
+    ids = [item["id"] for item in answer.json()["items"]]
+    assert alice.wait_for(3)
+    # A redelivery of the shared task, as acks_late gives after a lost worker.
+    from tasks.app import app as celery_app
+    from tasks.notifications import SEND_NOTIFICATIONS
+
+    celery_app.send_task(SEND_NOTIFICATIONS, kwargs={"notification_ids": ids})
+    wait_idle()
+    assert [e.json()["data"]["id"] for e in before_sentinel(alice, "user:alice")] == ids
+    inbox = api.get("/api/users/alice/notifications").json()
+    assert sorted(item["id"] for item in inbox["items"]) == sorted(ids)
+    assert all(api.get(f"/api/notifications/{i}").json()["status"] == "delivered"
+               for i in ids)
