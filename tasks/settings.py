@@ -68,7 +68,7 @@ def queues(keys: Keys) -> list[str]:
 def routes(keys: Keys) -> dict[str, dict[str, str]]:
     """Celery's ``task_routes``: each channel's tasks to the channel's queue."""
     inapp = {"queue": keys.channel_queue(INAPP)}
-    table = {"herald.send_notification": inapp}
+    table = {"herald.send_notification": inapp, "herald.send_notifications": inapp}
     for channel in CHANNELS:
         table[f"herald.{channel}.*"] = {"queue": keys.channel_queue(channel)}
     return table
