@@ -74,7 +74,7 @@ def bodies(load: Load) -> list[str]:
     items = [_notification(load, n) for n in range(load.count)]
     if not load.batch:
         return [poster.stamped(item) for item in items]
-    return [poster.stamped({"notifications": items[i:i + load.batch]})
+    return [poster.stamped({"items": items[i:i + load.batch]})
             for i in range(0, len(items), load.batch)]
 
 
