@@ -18,7 +18,7 @@ def test_before_sentinel_returns_what_arrived_before_it(subscribe, before_sentin
 
 
 def test_changes_catch_a_publish_a_stored_key_and_a_dispatch(api, rdb, broker_db, config,
-                                                              wait_idle):
+                                                              worker, wait_idle):
     published = Changes(rdb, broker_db, config)
     publish("room:1", "published")
     assert any("published on" in change for change in published.found())
