@@ -15,8 +15,10 @@ RUN pip install --no-cache-dir . \
     && useradd --system --home-dir /var/lib/herald --create-home herald
 USER herald
 EXPOSE 8000 8001 5555
-# The API as docker-compose.yml and `herald run` start it (see api/worker.py).
+# The API as docker-compose.yml and `herald run` start it (see api/worker.py and
+# api/gunicorn_conf.py: one /metrics for all workers).
 CMD ["gunicorn", "--bind", "0.0.0.0:8000", "--worker-class", "api.worker.ApiWorker", \
+     "--config", "python:api.gunicorn_conf", \
      "--keep-alive", "5", "--limit-request-line", "4094", "--limit-request-fields", "32", \
      "--limit-request-field_size", "8190", \
      "--control-socket", "/var/lib/herald/gunicorn-api-8000.ctl", \

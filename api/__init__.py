@@ -35,6 +35,7 @@ def create_app(config: Config) -> Flask:
         health,
         inbox,
         jobs,
+        metrics,
         notifications,
         openapi,
         tokens,
@@ -54,6 +55,7 @@ def create_app(config: Config) -> Flask:
     app.extensions["herald"] = services.build(config)
     app.extensions["celery"] = make_celery(config)
     errors.register(app)
+    metrics.install(app, config)
     for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters,
                    users, unsubscribe, webhooks):
         app.register_blueprint(module.bp)

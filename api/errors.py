@@ -19,6 +19,7 @@ from flask import Flask, Response, jsonify, request
 from pydantic import ValidationError
 from werkzeug.exceptions import HTTPException
 
+from api import metrics
 from herald.errors import HTTP_ERROR_CODES, DispatchError, Refusal
 
 log = logging.getLogger(__name__)
@@ -32,7 +33,8 @@ REDIS_UNAVAILABLE = (redis.ConnectionError, redis.TimeoutError,
 
 
 def render(refusal: Refusal) -> Response:
-    """A refusal as the API answers it."""
+    """A refusal as the API answers it (and counted: ``api.metrics.refused``)."""
+    metrics.refused(refusal)
     answer = jsonify(refusal.body())
     answer.status_code = refusal.status
     answer.headers.update(refusal.headers)

@@ -26,7 +26,7 @@ from typing import Any
 from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from api import auth
+from api import auth, metrics
 from api.context import celery, services
 from api.schemas import (
     IDEMPOTENCY_KEY_RULE,
@@ -65,6 +65,7 @@ def create() -> tuple[Response, int]:
                                            [(new, key)]))[0]
     if created.conflict:
         raise _reused(created, IDEMPOTENCY_HEADER)
+    metrics.accepted(new.channels if created.created else ())
     status_url = url_for("notifications.show", notification_id=created.id, _external=True)
     answer = jsonify(id=created.id, status_url=status_url, created=created.created)
     answer.headers["Location"] = status_url
@@ -91,9 +92,10 @@ def create_batch() -> tuple[Response, int]:
         raise results[0]  # type: ignore[misc]  # every item is a Refusal
     created = _admitted(delivery.submit_as(services(), celery(), credential,
                                            [item for _, item in valid]))
-    for (index, _), outcome in zip(valid, created, strict=True):
+    for (index, (new, _)), outcome in zip(valid, created, strict=True):
         results[index] = (_reused(outcome, f"items[{index}].idempotency_key")
                           if outcome.conflict else outcome)
+        metrics.accepted(new.channels if outcome.created else ())
     base = url_for("notifications.create", _external=True)
     answer = [_result(index, results[index], base) for index in range(len(checked))]
     accepted = sum(1 for outcome in results.values() if isinstance(outcome, Created))

@@ -28,13 +28,17 @@ Guarantees, with that command line:
 
 The master process imports this module before it forks and before gevent patches the
 worker, so it imports only gunicorn, the standard library and ``herald.errors``
-(importing redis-py first would leave its ssl imports unpatched).
+(importing redis-py first would leave its ssl imports unpatched); what it needs of the
+configuration it reads in a child process (``master_view``: for ``check_config`` and
+the master's ``/metrics``, ``api.gunicorn_conf``).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
 
@@ -97,32 +101,55 @@ class ApiWorker(GeventWorker):
         return f"malformed request: {exc}" if status == 400 else str(exc)
 
 
+@dataclass(frozen=True)
+class MasterView:
+    """What the master needs of the configuration: what is wrong with it (None: nothing),
+    and where the API's ``/metrics`` is served (port 0: nowhere)."""
+
+    problem: str | None = None
+    metrics_host: str = ""
+    metrics_port: int = 0
+
+
 def configuration_problem() -> str | None:
-    """What ``herald.config.load()`` refuses in this environment, or None.
+    """What ``herald.config.load()`` refuses in this environment, or None."""
+    return master_view().problem
+
+
+@functools.cache
+def master_view() -> MasterView:
+    """The configuration as the master needs it, read once in a child process.
 
     It runs in a child process that exits at once: loading the configuration imports
     pydantic-settings and, through it, ``ssl``, which the master must not import before
     gevent patches its workers. A failure other than a ``ConfigError`` is left to the
-    workers, which report it with its traceback.
+    workers, which report it with its traceback. Read once: gunicorn's master never
+    reads its environment again (a reload keeps it).
     """
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: check, report, and never return into gunicorn
         try:
-            from herald.config import load
-            from herald.errors import ConfigError
-
-            try:
-                load()
-            except ConfigError as exc:
-                os.write(write, f"herald api: configuration error: {exc}".encode())
+            os.write(write, json.dumps(_read_configuration()).encode())
         finally:
             os._exit(0)
     os.close(write)
     with os.fdopen(read, "rb") as pipe:
-        message = pipe.read().decode()
+        answer = pipe.read().decode()
     os.waitpid(pid, 0)
-    return message or None
+    return MasterView(**json.loads(answer)) if answer else MasterView()
+
+
+def _read_configuration() -> dict[str, Any]:
+    """In the child: the ``MasterView`` fields for this environment."""
+    from herald.config import load
+    from herald.errors import ConfigError
+
+    try:
+        cfg = load()
+    except ConfigError as exc:
+        return {"problem": f"herald api: configuration error: {exc}"}
+    return {"metrics_host": cfg.metrics_host, "metrics_port": cfg.api_metrics_port}
 
 
 def refusal_status(exc: BaseException) -> int | None:

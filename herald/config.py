@@ -269,6 +269,13 @@ class Config(BaseSettings):
         "HERALD_STREAMER_URL", factory=_local_url("streamer_host", "streamer_port"),
         shown="`http://HOST:PORT` of the streamer",
         doc="Where clients reach the streamer (put in tokens' `stream_url`).")
+    metrics_host: str = _var(
+        "HERALD_METRICS_HOST", "127.0.0.1",
+        "Address every internal `/metrics` endpoint binds (never the public ports).")
+    streamer_metrics_port: int = _var(
+        "HERALD_STREAMER_METRICS_PORT", 9200,
+        "Port of the streamer's `/metrics`; with `--processes N` the i-th process (from 0) "
+        "serves on this port + i. 0 turns it off.", ge=0, le=65535)
     flower_port: int = _var("HERALD_FLOWER_PORT", 5555, "Port of Flower in `herald run`.",
                             ge=1, le=65535)
     flower_auth: BasicAuth = _var(
@@ -449,6 +456,11 @@ class Config(BaseSettings):
         "HERALD_RETRY_MAX", 600.0,
         "Largest backoff ceiling, in seconds (also caps an honoured `Retry-After`); "
         "must be below `HERALD_VISIBILITY_TIMEOUT`.", ge=0.01, le=86_400)
+    api_metrics_port: int = _var("HERALD_API_METRICS_PORT", 9101,
+                                 "Port of the API's `/metrics`; 0 turns it off.", ge=0, le=65535)
+    worker_metrics_port: int = _var(
+        "HERALD_WORKER_METRICS_PORT", 9300,
+        "Port of a worker's `/metrics`; 0 turns it off.", ge=0, le=65535)
     log_level: LogLevel = _var("HERALD_LOG_LEVEL", "INFO", "Log level of every service.")
 
     @classmethod
@@ -490,14 +502,38 @@ class Config(BaseSettings):
                 f"HERALD_RETRY_MAX={self.retry_max:g} must be below "
                 f"HERALD_VISIBILITY_TIMEOUT={self.visibility_timeout}, or a delayed retry "
                 "is delivered again and again by a Redis broker")
+        problems += self._metrics_ports()
         if self.pubsub_silence <= self.pubsub_keepalive:
             problems.append(
                 f"HERALD_PUBSUB_SILENCE={self.pubsub_silence:g} must exceed "
                 f"HERALD_PUBSUB_KEEPALIVE={self.pubsub_keepalive:g}, or an idle healthy "
                 "subscription is taken for lost")
+        problems += self._metrics_problems()
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def _metrics_problems(self) -> list[str]:
+        """A ``/metrics`` port that is a public port: it would never be internal."""
+        public = {self.api_port: "HERALD_API_PORT", self.streamer_port: "HERALD_STREAMER_PORT"}
+        internal = (("HERALD_API_METRICS_PORT", self.api_metrics_port),
+                    ("HERALD_WORKER_METRICS_PORT", self.worker_metrics_port))
+        return [f"{name}={port} must differ from {public[port]}: /metrics is internal, "
+                "never on a public port" for name, port in internal if port in public]
+
+    def _metrics_ports(self) -> list[str]:
+        """The streamer's metrics ports (one per process) must fit and not be its own."""
+        first, count = self.streamer_metrics_port, self.streamer_processes
+        if not first:
+            return []
+        if first + count - 1 > 65535:
+            return [f"HERALD_STREAMER_METRICS_PORT={first} + HERALD_STREAMER_PROCESSES="
+                    f"{count} - 1 must be at most 65535 (one port per process)"]
+        if first <= self.streamer_port < first + count:
+            return [f"HERALD_STREAMER_PORT={self.streamer_port} must not be one of the "
+                    f"streamer's metrics ports ({first}..{first + count - 1}): /metrics "
+                    "is never served on the public port"]
+        return []
 
     @property
     def production(self) -> bool:

@@ -46,11 +46,11 @@ from herald.processes import Command, Output, Supervisor, stop_on
 
 HEALTH_WAIT = 90.0
 STOP_GRACE = 10.0  # seconds a service has to stop on SIGTERM before SIGKILL
-# The API's gunicorn worker and request-head limits (docker-compose.yml and the
+# The API's gunicorn worker, hooks and request-head limits (docker-compose.yml and the
 # Dockerfile pass the same): gevent, so a slow client holds a greenlet rather than a
-# worker; request line <= 4094 bytes (414), <= 32 header fields of <= 8190 bytes (431).
-# See api.worker.
-API_WORKER = ("--worker-class", "api.worker.ApiWorker")
+# worker; the master serves one /metrics for all workers (api.gunicorn_conf); request
+# line <= 4094 bytes (414), <= 32 header fields of <= 8190 bytes (431). See api.worker.
+API_WORKER = ("--worker-class", "api.worker.ApiWorker", "--config", "python:api.gunicorn_conf")
 API_HEAD_LIMITS = ("--limit-request-line", "4094", "--limit-request-fields", "32",
                    "--limit-request-field_size", "8190")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1", None)

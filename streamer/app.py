@@ -57,6 +57,7 @@ from streamer.commands import Commands
 from streamer.expiry import TOKEN_EXPIRED
 from streamer.history import History, Key, Plan
 from streamer.hub import Hub
+from streamer.metrics import StreamerMetrics
 from streamer.protocol import BadRequest, Request, answer, response
 from streamer.replay import Replays
 from streamer.reply import reply_and_close
@@ -74,9 +75,10 @@ class Streamer:
                  revoked: DenySet | None = None) -> None:
         self.config = config
         self.hub = hub
+        self.metrics: StreamerMetrics = hub.metrics
         self.broker = broker
         self.history = history
-        self.replays = Replays(history, config.replay_concurrency)
+        self.replays = Replays(history, config.replay_concurrency, self.metrics)
         self.revoked = revoked if revoked is not None else DenySet()
         self.routes = {path: functools.partial(self.stream, transport)
                        for path, transport in transports.configured(config).items()}
@@ -92,7 +94,12 @@ class Streamer:
             self._route(request)(sock, request)
         except Refusal as exc:
             exc.headers.update(self._cors(request))
-            reply_and_close(sock, answer(exc))
+            self._refuse(sock, exc)
+
+    def _refuse(self, sock: _socket.socket, refusal: Refusal) -> None:
+        """Answer a refused handshake (and count it by status) and close."""
+        reply_and_close(sock, answer(refusal))
+        self.metrics.refused(str(refusal.status))
 
     def _route(self, request: Request) -> Any:
         handler = self.routes.get(request.path)
@@ -230,11 +237,11 @@ class Streamer:
             self.hub.remove(client)
             error = exc if isinstance(exc, BadRequest) else BadRequest(
                 503, "unavailable", "history unavailable; retry", headers={"Retry-After": "1"})
-            reply_and_close(sock, error.answer())
+            self._refuse(sock, error)
             return
         if client.closed:
             if client.close_reason == TOKEN_EXPIRED:  # expired while joining: no stream
-                reply_and_close(sock, answer(access.unauthorized(TOKEN_EXPIRED, "token")))
+                self._refuse(sock, access.unauthorized(TOKEN_EXPIRED, "token"))
             else:
                 sock.close()
             return

@@ -56,7 +56,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_CLIENT_INPUT = 64 * 1024  # bytes a client that sends nothing (SSE) may send anyway
-TOO_SLOW = "too slow"
+TOO_SLOW = "too slow"  # its queue passed ``limit``
+STALLED = "write timed out"  # its socket took nothing for ``write_timeout`` seconds
 EV_READ = 1
 
 
@@ -242,7 +243,7 @@ class Client:
             return
         self.closed = True
         self.close_reason = reason
-        level = logging.INFO if reason == TOO_SLOW else logging.DEBUG
+        level = logging.INFO if reason in (TOO_SLOW, STALLED) else logging.DEBUG
         log.log(level, "client %s of %s closed: %s (%d bytes behind)", self.peer, self.user,
                 reason, self.pending_bytes)
         if goodbye and self.pending:  # the goodbye goes after whole frames only
@@ -326,7 +327,7 @@ class Client:
         try:
             while self.pending and not self.closed:
                 wait_write(self.fd, timeout=self.write_timeout,
-                           timeout_exc=TimeoutError("write timed out"))
+                           timeout_exc=TimeoutError(STALLED))
                 if self.closed or not self.pending:
                     break
                 self._write_some(self.pending)
@@ -334,6 +335,8 @@ class Client:
                 self.close(self.ending, b"")  # all written: close gracefully
             elif not self.closed:
                 self.pending = None
+        except TimeoutError:
+            self.close(STALLED)
         except OSError as exc:
             self.close(f"write failed: {exc}")
         finally:

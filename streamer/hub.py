@@ -26,6 +26,10 @@ Guarantees:
   go when its last one leaves, so a streamer receives from Redis only what its clients
   want;
 - a client is forgotten the moment it closes, not at the next event on its topics;
+- it counts, in plain integers read by ``streamer.metrics`` when scraped, open streams
+  per transport, events received, deliveries and bytes handed out (per group per batch,
+  never per client per event), and clients dropped as slow by reason; with metrics on,
+  each event's age is observed once per batch, when the batch has been handed out;
 - a client's stream ends when its token expires (see ``streamer.expiry``): at its
   ``exp``, after every event dispatched to it before, it is sent ``token-expired`` and
   closed, and it receives nothing after that.
@@ -46,6 +50,7 @@ from herald.tokens import Grant
 from streamer.client import TOO_SLOW, Client
 from streamer.expiry import TOKEN_EXPIRED, Deadlines
 from streamer.history import Key, Replay, reset_envelope
+from streamer.metrics import StreamerMetrics
 from streamer.transport import Ending, Transport, check_event
 
 log = logging.getLogger(__name__)
@@ -73,13 +78,15 @@ class Frames:
     """One event and its frames, each made once per transport and only when some
     client needs it. The event passed ``check_event`` (see ``decode``)."""
 
-    __slots__ = ("_first", "_frame", "_others", "envelope", "event_id", "key", "type")
+    __slots__ = ("_first", "_frame", "_others", "envelope", "event_id", "key", "ts", "type")
 
-    def __init__(self, key: Key, event_id: str, type: str, envelope: bytes) -> None:
+    def __init__(self, key: Key, event_id: str, type: str, envelope: bytes,
+                 ts: int = 0) -> None:
         self.key = key
         self.event_id = event_id
         self.type = type
         self.envelope = envelope
+        self.ts = ts  # publish time (ms since the epoch), 0 when unknown
         self._first: Transport | None = None  # the transport most events need only
         self._frame = b""
         self._others: dict[Transport, bytes] | None = None
@@ -107,7 +114,9 @@ def _group_key(client: Client) -> GroupKey:
 class Hub:
     """Topic -> local clients, for one streamer process."""
 
-    def __init__(self, want: Callable[[str], None], unwant: Callable[[str], None]) -> None:
+    def __init__(self, want: Callable[[str], None], unwant: Callable[[str], None],
+                 metrics: StreamerMetrics | None = None) -> None:
+        self.metrics = metrics if metrics is not None else StreamerMetrics(enabled=False)
         self._want = want
         self._unwant = unwant
         self._groups: dict[GroupKey, Group] = {}
@@ -124,7 +133,9 @@ class Hub:
         self.expiries: Deadlines[Client] = Deadlines(self.expire)
         self.events_in = 0
         self.deliveries = 0
+        self.bytes_out = 0
         self.dropped = 0
+        self.connections: dict[str, int] = {}  # open streams (joining or live) per transport
 
     @property
     def topics(self) -> dict[str, list[Group]]:
@@ -139,6 +150,8 @@ class Hub:
         """Register ``client`` as joining: it collects its topics' frames from now on."""
         self.clients.add(client)
         self.per_user[client.user] = self.per_user.get(client.user, 0) + 1
+        name = client.transport.name
+        self.connections[name] = self.connections.get(name, 0) + 1
         client.on_close(self.remove)
         client.prelive = []
         if client.grant is not None:
@@ -191,8 +204,11 @@ class Hub:
             self.per_user[client.user] = left
         else:
             self.per_user.pop(client.user, None)
+        name = client.transport.name
+        self.connections[name] -= 1
         if client.close_reason == TOO_SLOW:
             self.dropped += 1
+        self.metrics.dropped(client.close_reason)
         self._leave_joining(client)
         self._leave_group(client)
         self._release(client.topics)
@@ -211,6 +227,10 @@ class Hub:
                 if waiter is not None:
                     waiter.set()
                 self._unwant(topic)
+
+    def topic_count(self) -> int:
+        """Topics some local client (joining or live) follows: those subscribed."""
+        return len(self._by_topic.keys() | self._joining.keys())
 
     def _in_use(self, topic: str) -> bool:
         return topic in self._by_topic or topic in self._joining
@@ -293,6 +313,7 @@ class Hub:
         """Fan out a batch of ``(topic, envelope)`` read from Redis, in order."""
         touched: list[Group] = []
         too_slow: list[Client] = []
+        stamps: list[int] = []
         positions = self.positions
         for topic, envelope in batch:
             if not self._in_use(topic):
@@ -306,6 +327,7 @@ class Hub:
             positions[topic] = frames.key
             self.latest = frames.key
             self.events_in += 1
+            stamps.append(frames.ts)
             for client in self._joining.get(topic, ()):
                 if not client.hold(frames.key, frames.for_transport(client.transport)):
                     too_slow.append(client)
@@ -320,8 +342,12 @@ class Hub:
                        else b"".join(frames_of_group))
             group.frames = []
             group.last_sent = now
-            self.deliveries += len(frames_of_group) * len(group.clients)
+            clients = len(group.clients)
+            self.deliveries += len(frames_of_group) * clients
+            self.bytes_out += len(payload) * clients
             _write_all(group.clients, payload)
+        if stamps and self.metrics.enabled:
+            self.metrics.ages.observe(time.time(), stamps)
         for client in too_slow:
             client.close(TOO_SLOW)
 
@@ -442,7 +468,8 @@ def decode(topic: str, envelope: bytes) -> Frames | None:
         log.warning("dropped an event on topic %s that cannot be sent (%s): %.200r",
                     topic, exc, envelope)
         return None
-    return Frames(key, event.id, event.type, envelope)
+    ts = event.ts if type(event.ts) is int else 0  # its age is unknown otherwise
+    return Frames(key, event.id, event.type, envelope, ts)
 
 
 def _write_all(clients: set[Client], payload: bytes) -> None:

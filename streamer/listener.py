@@ -22,6 +22,8 @@ Guarantees:
   every second, or every ``head_timeout`` if that is shorter (one that sends nothing at
   all is held by the kernel, not by this process, for a second or two first);
 - a connection that closes before completing its head is dropped quietly;
+- every request it refuses itself is reported to ``on_refused`` (``"431"``, ``"400"``,
+  ``"slow_head"``);
 - running out of file descriptors pauses accepting for a moment instead of spinning.
 """
 
@@ -46,6 +48,7 @@ FD_EXHAUSTED_PAUSE = 0.1
 
 Handler = Callable[[_socket.socket, Request], None]
 Prepare = Callable[[list[Request]], None]
+Refused = Callable[[str], None]
 Ready = list[tuple[_socket.socket, Request]]
 
 
@@ -66,8 +69,10 @@ class Listener:
     """Accepts on ``sock`` and hands each complete request to ``handler``."""
 
     def __init__(self, sock: _socket.socket, handler: Handler, max_head: int = 8192,
-                 head_timeout: float = 5.0, prepare: Prepare | None = None) -> None:
+                 head_timeout: float = 5.0, prepare: Prepare | None = None,
+                 on_refused: Refused | None = None) -> None:
         self.sock = sock
+        self.on_refused = on_refused
         self.handler = handler
         self.prepare = prepare
         self.max_head = max_head
@@ -145,7 +150,7 @@ class Listener:
         if end < 0:
             if len(pending.buffer) > self.max_head:
                 self._forget(pending)
-                reply_and_close(pending.sock, _too_large(self.max_head).answer())
+                self._refuse(pending.sock, _too_large(self.max_head))
             else:
                 self._watch(pending)
             return
@@ -158,7 +163,7 @@ class Listener:
         try:
             request = parse_head(head, peer)
         except BadRequest as exc:
-            reply_and_close(sock, exc.answer())
+            self._refuse(sock, exc)
             return
         if ready is None:  # a late request (its own wakeup)
             self._serve([(sock, request)])
@@ -205,6 +210,15 @@ class Listener:
             for pending in late:
                 log.debug("closing %s: request head not complete in time", pending.peer)
                 self._drop(pending)
+                self._refused("slow_head")
+
+    def _refuse(self, sock: _socket.socket, refusal: BadRequest) -> None:
+        reply_and_close(sock, refusal.answer())
+        self._refused(str(refusal.status))
+
+    def _refused(self, reason: str) -> None:
+        if self.on_refused is not None:
+            self.on_refused(reason)
 
 
 def _peer(address: object) -> str:

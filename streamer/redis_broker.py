@@ -12,6 +12,8 @@ It keeps every promise of ``streamer.broker.Broker``; in particular:
   clients get what they missed first, then live events, in order;
 - ``on_subscribed`` learns of every confirmed subscription (to record where it began);
 - ``on_control`` receives the messages of the deployment's control channel;
+- ``on_reconnected`` is called each time the subscription is made again after a loss
+  (the first connection is not a reconnection);
 - ``barrier()`` is set once every message Redis sent before it was asked for has been
   handed to ``deliver`` (a PING answered on the subscription connection, whose reply
   Redis queues behind those messages);
@@ -58,7 +60,8 @@ class RedisBroker:
                  silence: float = 45.0,
                  on_resync: Callable[[], None] | None = None,
                  on_subscribed: Callable[[list[str]], None] | None = None,
-                 on_control: Callable[[bytes], None] | None = None) -> None:
+                 on_control: Callable[[bytes], None] | None = None,
+                 on_reconnected: Callable[[], None] | None = None) -> None:
         self._url = redis_url
         self._keys = keys
         self._prefix = keys.channel_prefix.encode()
@@ -67,6 +70,8 @@ class RedisBroker:
         self._on_resync = on_resync
         self._on_subscribed = on_subscribed
         self._on_control = on_control
+        self._on_reconnected = on_reconnected
+        self._was_connected = False  # a confirmed subscription before this one
         self._resyncing = False  # reconnected, the gap not yet filled
         self._held: Batch = []  # events received meanwhile
         self._newly: list[str] = []  # confirmed in the current read
@@ -270,6 +275,9 @@ class RedisBroker:
         if channel == self._control:
             self.connected = True
             log.info("subscribed to Redis (%d topics)", len(self._wanted))
+            if self._was_connected and self._on_reconnected is not None:
+                self._on_reconnected()
+            self._was_connected = True
             self._changed.set()
             if self._on_subscribed is not None:
                 self._on_subscribed([])  # connected: a position can be established

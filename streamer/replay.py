@@ -15,6 +15,8 @@ this module paces them to one client. Guarantees:
   there instead of ``resumed`` (counting needs the events read, so this is known only
   as the replay goes; a client that does not read makes Redis read no more than what
   it is about to be sent);
+- counted: every planned resume, the events it replays and the ``reset`` it ends with
+  (if any) are reported to ``streamer.metrics``;
 - fair: at most HERALD_REPLAY_CONCURRENCY replays read history at once per process. A
   replay holds its slot while it plans or reads and encodes a page, never while it waits
   for its client, so a slow or stalled reader keeps no one else waiting; a client beyond
@@ -36,6 +38,7 @@ import redis
 from streamer.client import Client
 from streamer.history import History, Plan
 from streamer.hub import decode
+from streamer.metrics import StreamerMetrics
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +49,23 @@ LOW_WATER_SHARE = 8  # the next page is read once 1/8 of it is left queued
 class Replays:
     """Plans and sends the replays of one streamer process (``concurrency`` at a time)."""
 
-    def __init__(self, history: History, concurrency: int) -> None:
+    def __init__(self, history: History, concurrency: int,
+                 metrics: StreamerMetrics | None = None) -> None:
         self.history = history
+        self.metrics = metrics if metrics is not None else StreamerMetrics(enabled=False)
         self._slots = gevent.lock.BoundedSemaphore(concurrency)
 
     def plan(self, topics: tuple[str, ...], last_id: str) -> Plan:
-        """What to replay after ``last_id`` (see ``History.plan``); raises RedisError."""
+        """What to replay after ``last_id`` (see ``History.plan``); raises RedisError.
+
+        Counts a resume, and its ``reset`` when history cannot cover the gap at all.
+        """
         with self._slots:
-            return self.history.plan(topics, last_id)
+            plan = self.history.plan(topics, last_id)
+        self.metrics.resumed()
+        if plan.reset is not None:
+            self.metrics.reset(plan.reset)
+        return plan
 
     def send(self, client: Client, plan: Plan, last_id: str) -> bool | None:
         """Feed ``plan``'s events to ``client`` page by page, then ``resumed``.
@@ -74,6 +86,7 @@ class Replays:
                               (decode(topic, envelope) for _, topic, envelope in page)
                               if f is not None]
                 replayed += len(frames)
+                self.metrics.replayed(len(frames))
                 client.feed(b"".join(frames))
                 if pager.stopped is not None:
                     return self._cut(client, plan, last_id, pager.stopped)
@@ -88,9 +101,9 @@ class Replays:
         client.feed(client.transport.resumed(replayed, last_id))
         return True
 
-    @staticmethod
-    def _cut(client: Client, plan: Plan, last_id: str, reason: str) -> bool:
+    def _cut(self, client: Client, plan: Plan, last_id: str, reason: str) -> bool:
         """End a replay part-way with a ``reset``: the events before it were exact."""
+        self.metrics.reset(reason)
         log.info("client %s of %s resuming from %r: reset mid-replay (%s)", client.peer,
                  client.user, last_id[:40], reason)
         client.feed(client.transport.reset(plan.position, reason, last_id))

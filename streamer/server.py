@@ -9,6 +9,12 @@ closed and the process exits with status 0. A revoked token's streams are closed
 once (``Ending.REVOKED``: a WebSocket with a close frame 1008), or within
 ``HERALD_REVOCATION_POLL`` seconds when the notice was lost.
 
+Each process serves its own Prometheus metrics (``streamer.metrics``) on
+``HERALD_METRICS_HOST``:``HERALD_STREAMER_METRICS_PORT`` (with ``--processes N`` the
+i-th child, from 0, on that port + i; 0 turns them off), never on the streamer's port.
+The metrics endpoint keeps answering while the clients drain and closes with the Redis
+subscription; a port that cannot be bound stops the process at start-up with one line.
+
 ``main`` is the streamer's entry point and the one place it reads its configuration
 (``herald.config.load``; a bad setting exits with one line naming it); every component
 gets its settings from the ``Config`` passed to ``StreamerService``.
@@ -28,6 +34,7 @@ import sys
 import gevent
 import gevent.event
 import redis
+from gevent.pywsgi import WSGIServer
 
 from herald import logs, services
 from herald.access import DenySet
@@ -42,6 +49,7 @@ from streamer.commands import POOL_WAIT, Commands
 from streamer.history import History
 from streamer.hub import Hub
 from streamer.listener import Listener, listening_socket
+from streamer.metrics import StreamerMetrics
 from streamer.protocol import Request
 from streamer.pubsub import PubSubError
 from streamer.redis_broker import RedisBroker
@@ -59,8 +67,11 @@ STOPPING = "server stopping; reconnect"
 class StreamerService:
     """Hub, broker and HTTP server of one streamer process."""
 
-    def __init__(self, config: Config, sock: _socket.socket) -> None:
+    def __init__(self, config: Config, sock: _socket.socket, metrics_port: int = 0) -> None:
         self.config = config
+        self.metrics_port = metrics_port
+        self.metrics = StreamerMetrics(enabled=metrics_port != 0)
+        self.metrics_server: WSGIServer | None = None
         keys = Keys(config.prefix)
         # Bounded: a crowd of clients resuming at once waits for a connection rather
         # than opening one each (Redis' maxclients, this process' descriptors).
@@ -72,8 +83,10 @@ class StreamerService:
                                   keepalive=config.pubsub_keepalive,
                                   silence=config.pubsub_silence,
                                   on_resync=self._fill_gaps, on_subscribed=self._subscribed,
-                                  on_control=self._control)
-        self.hub = Hub(self.broker.want, self.broker.unwant)
+                                  on_control=self._control,
+                                  on_reconnected=self.metrics.reconnected)
+        self.hub = Hub(self.broker.want, self.broker.unwant, self.metrics)
+        self.metrics.follow(self.hub)
         self.revocations = Revocations(bounded, keys)
         self.revoked = DenySet()  # asked by every token check (``herald.access.Gate``)
         self.app = Streamer(config, self.hub, self.broker, self.history, self.revoked)
@@ -83,7 +96,8 @@ class StreamerService:
         self.app.commands = Commands(config, self.hub, self.broker,
                                      services.build(config, decoded), self.app.gate)
         self.listener = Listener(sock, self.app.handle, prepare=self._verify_tokens,
-                                 head_timeout=config.streamer_head_timeout)
+                                 head_timeout=config.streamer_head_timeout,
+                                 on_refused=self.metrics.refused)
         self.stopping = False
         self.stopped = gevent.event.Event()
 
@@ -99,7 +113,10 @@ class StreamerService:
         """After a lost subscription: deliver what each topic missed, from history."""
         positions = self.hub.gap_positions()
         if positions:
-            self.hub.fill(self.history.since(positions))
+            replay = self.history.since(positions)
+            for reason in replay.resets.values():
+                self.metrics.reset(reason)
+            self.hub.fill(replay)
 
     def _control(self, message: bytes) -> None:
         if message.startswith(NOTICE):
@@ -142,6 +159,10 @@ class StreamerService:
         self.hub.record_starts(topics, position)
 
     def start(self) -> None:
+        """Serve metrics (``OSError`` if their port cannot be bound), then streams."""
+        if self.metrics_port:
+            self.metrics_server = self.metrics.serve(self.config.metrics_host,
+                                                     self.metrics_port)
         self.broker.start()
         gevent.spawn(self._watch_revocations)
         self.listener.start()
@@ -173,6 +194,8 @@ class StreamerService:
             self.hub.end_all(STOPPING, Ending.STOPPING)
         finally:
             self.broker.stop()
+            if self.metrics_server is not None:
+                self.metrics_server.close()
             self.stopped.set()
 
 
@@ -184,8 +207,8 @@ def _stop_when_orphaned(service: StreamerService, parent: int) -> None:
     service.stop()
 
 
-def _supervise(processes: int, host: str, port: int) -> int:
-    supervisor = Supervisor(processes, ["--host", host, "--port", str(port)])
+def _supervise(processes: int, host: str, port: int, metrics_port: int) -> int:
+    supervisor = Supervisor(processes, ["--host", host, "--port", str(port)], metrics_port)
     gevent.signal_handler(signal.SIGTERM, supervisor.stop)
     gevent.signal_handler(signal.SIGINT, supervisor.stop)
     log.info("Herald streamer on http://%s:%d with %d processes", host, port, processes)
@@ -213,6 +236,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port to bind (HERALD_STREAMER_PORT)")
     parser.add_argument("--processes", type=int,
                         help="processes sharing the port (HERALD_STREAMER_PROCESSES)")
+    parser.add_argument("--metrics-port", type=int,
+                        help="port of /metrics, 0 for none (HERALD_STREAMER_METRICS_PORT)")
     parser.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
 
@@ -228,15 +253,27 @@ def main(argv: list[str] | None = None) -> None:
     host = args.host or config.streamer_host
     port = args.port if args.port is not None else config.streamer_port
     processes = args.processes or config.streamer_processes
+    metrics_port = (args.metrics_port if args.metrics_port is not None
+                    else config.streamer_metrics_port)
+    if metrics_port and (metrics_port <= port < metrics_port + processes
+                         or metrics_port + processes - 1 > 65535):
+        sys.exit(f"herald streamer: the metrics ports {metrics_port} + 0..{processes - 1} "
+                 f"(one per process) must not include the streamer's port {port} and must "
+                 "stay below 65536")
     if processes > 1 and not args.reuse_port:
-        sys.exit(_supervise(processes, host, port))
+        sys.exit(_supervise(processes, host, port, metrics_port))
     service = StreamerService(config, listening_socket(host, port, reuse_port=args.reuse_port,
-                                                       backlog=BACKLOG))
+                                                       backlog=BACKLOG), metrics_port)
     gevent.signal_handler(signal.SIGTERM, service.stop)
     gevent.signal_handler(signal.SIGINT, service.stop)
     if args.reuse_port:
         gevent.spawn(_stop_when_orphaned, service, os.getppid())
-    service.start()
+    try:
+        service.start()
+    except OSError as exc:
+        sys.exit(f"herald streamer: cannot serve metrics on {config.metrics_host}:"
+                 f"{metrics_port} ({exc.strerror or exc}); set HERALD_STREAMER_METRICS_PORT "
+                 "(0 turns them off)")
     _freeze_startup_objects()
     service.stopped.wait()
     log.info("stopped")

@@ -7,6 +7,8 @@ rule (``Error: configuration error: ...``), not a traceback. This is the only Ce
 built from the environment; the API builds its own from its ``Config`` with
 ``make_celery``.
 
+Each worker started from this app serves its Prometheus metrics (``tasks.metrics``).
+
 Run a worker with ``celery -A tasks.app worker`` (add ``-P gevent`` on the command line
 for a gevent pool; set in configuration only, it would leave the process unpatched).
 """
@@ -18,6 +20,7 @@ import click
 from herald import config as herald_config
 from herald.config import Config
 from herald.errors import ConfigError
+from tasks import metrics
 from tasks.factory import HeraldCelery
 
 
@@ -30,3 +33,4 @@ def _from_environment() -> Config:
 
 
 app = HeraldCelery(_from_environment, set_as_current=True)
+metrics.connect()  # each worker of this app serves its /metrics (tasks.metrics)

@@ -57,6 +57,7 @@ from herald.preferences import field as preference_field
 from herald.publisher import PUBLISH_FUNCTION, shared_rest
 from herald.services import Services
 from herald.times import iso
+from tasks import metrics
 from tasks.factory import RETRY_ON_REDIS, NotificationTask, services_of
 from tasks.outbound import dispatch_task_name
 
@@ -173,6 +174,7 @@ def deliver(svc: Services, notification_id: str) -> dict[str, str]:
         batch = destinations[start:start + ROUND_TRIP]
         last = start + ROUND_TRIP >= len(destinations)
         event_ids += _round_trip(svc, chunk, batch, last)
+    metrics.inapp_delivered(INAPP, event_ids)
     return {topic: event for topic, event in zip(destinations, event_ids, strict=True)
             if event}
 

@@ -51,6 +51,7 @@ from herald.errors import DispatchError
 from herald.ratelimit import RateLimiter
 from herald.services import Services
 from herald.times import now_ms
+from tasks import metrics
 from tasks.factory import RETRY_ON_REDIS, NotificationTask, services_of
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def dispatch(svc: Services, channel: Channel, notification_id: str,
         if target.skip is None and existing in (None, PENDING):
             send(delivery_id)
             due += 1
+        elif existing is None:
+            metrics.delivered(channel.name, SKIPPED)
     svc.notifications.dispatched(notification_id, channel.name)
     return due
 
@@ -167,8 +170,7 @@ def attempt(task: Task, channel: Channel, delivery_id: str) -> str:
         return claim.state
     notification = svc.notifications.load(delivery["notification_id"])
     if notification is None:
-        svc.deliveries.finish(delivery_id, channel.name, FAILED, "notification expired")
-        return FAILED
+        return _decide(svc, channel, delivery_id, FAILED, "notification expired")
     return _outcome(task, svc, channel, delivery, notification, claim.attempt)
 
 
@@ -179,25 +181,29 @@ def _outcome(task: Task, svc: Services, channel: Channel, delivery: dict[str, st
         channel.send(svc, delivery, notification)
     except Permanent as exc:
         log.warning("%s delivery %s failed: %s", channel.name, delivery_id, exc)
-        svc.deliveries.finish(delivery_id, channel.name, FAILED, str(exc))
-        return FAILED
+        return _decide(svc, channel, delivery_id, FAILED, str(exc))
     except Retryable as exc:
         reason, retry_after = str(exc), exc.retry_after
     except Exception as exc:  # a bug or an unforeseen failure: retried, not lost
         log.exception("%s delivery %s: unexpected error", channel.name, delivery_id)
         reason, retry_after = f"{type(exc).__name__}: {exc}", None
     else:
-        svc.deliveries.finish(delivery_id, channel.name, SENT)
-        return SENT
+        return _decide(svc, channel, delivery_id, SENT)
     if number >= cfg.delivery_attempts:
         log.warning("%s delivery %s is dead after %d attempts: %s", channel.name,
                     delivery_id, number, reason)
-        svc.deliveries.finish(delivery_id, channel.name, DEAD, reason)
-        return DEAD
+        return _decide(svc, channel, delivery_id, DEAD, reason)
     delay = backoff(number, cfg.retry_base, cfg.retry_max, retry_after)
-    svc.deliveries.finish(delivery_id, channel.name, RETRYING, reason,
-                          now_ms() + int(delay * 1000))
+    _decide(svc, channel, delivery_id, RETRYING, reason, now_ms() + int(delay * 1000))
     raise task.retry(countdown=delay)
+
+
+def _decide(svc: Services, channel: Channel, delivery_id: str, state: str, error: str = "",
+            next_attempt_ms: int | None = None) -> str:
+    """Where an attempt decides its delivery's state: record it and count it; answer it."""
+    svc.deliveries.finish(delivery_id, channel.name, state, error, next_attempt_ms)
+    metrics.delivered(channel.name, state)
+    return state
 
 
 def _limiter(svc: Services, channel: Channel) -> RateLimiter:

@@ -103,6 +103,8 @@ def child_env(redis_base: str) -> dict[str, str]:
         "HERALD_RETRY_MS": "500",
         "HERALD_REVOCATION_POLL": "0.5",  # a lost revocation notice costs 0.5 s, not 3
         "HERALD_LOG_LEVEL": "INFO",
+        # Internal /metrics ports are off unless a test asks for one (on a free port).
+        "HERALD_STREAMER_METRICS_PORT": "0",
         "HERALD_PUBLISH_RATE": "100000",
         "HERALD_PUBLISH_BURST": "100000",
         # Outbound channels: retries in fractions of a second, so tests see them all.
@@ -111,6 +113,10 @@ def child_env(redis_base: str) -> dict[str, str]:
         "HERALD_DELIVERY_ATTEMPTS": "4",
         "HERALD_EMAIL_RATE": "1000",
         "HERALD_WEBHOOK_RATE": "1000",
+        # No /metrics unless a test asks for one on a free port (the default ports would
+        # collide between the processes of a test, and with other runs on the machine).
+        "HERALD_API_METRICS_PORT": "0",
+        "HERALD_WORKER_METRICS_PORT": "0",
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -16,7 +16,7 @@ from herald.errors import ConfigError
 ROOT = Path(__file__).resolve().parents[2]
 # Settings whose value is free text: every other one must declare a rule.
 FREE_TEXT = {"HERALD_HOME", "HERALD_API_HOST", "HERALD_STREAMER_HOST", "HERALD_API_KEY",
-             "HERALD_TEMPLATES_DIR"}
+             "HERALD_TEMPLATES_DIR", "HERALD_METRICS_HOST"}
 # Settings whose rule is a validator of ours: a value each refuses, and words of its rule.
 CHECKED = {
     "REDIS_URL": ("http://x", "scheme redis or rediss or unix"),
@@ -135,6 +135,45 @@ def test_pubsub_silence_must_exceed_the_keepalive(tmp_path):
     with pytest.raises(ConfigError, match="HERALD_PUBSUB_SILENCE=2 must exceed"):
         config.load({"HERALD_HOME": str(tmp_path), "HERALD_PUBSUB_KEEPALIVE": "2",
                      "HERALD_PUBSUB_SILENCE": "2"})
+
+
+@pytest.mark.parametrize("name", ["HERALD_API_METRICS_PORT", "HERALD_WORKER_METRICS_PORT"])
+@pytest.mark.parametrize(("public", "port"), [("HERALD_API_PORT", "8000"),
+                                              ("HERALD_STREAMER_PORT", "8001")])
+def test_a_metrics_port_is_never_a_public_port(tmp_path, name, public, port):
+    with pytest.raises(ConfigError, match=f"{name}={port} must differ from {public}"):
+        config.load({"HERALD_HOME": str(tmp_path), name: port})
+
+
+def test_a_metrics_port_of_0_turns_the_endpoint_off(tmp_path):
+    cfg = config.load({"HERALD_HOME": str(tmp_path), "HERALD_API_METRICS_PORT": "0",
+                       "HERALD_WORKER_METRICS_PORT": "0"})
+    assert (cfg.api_metrics_port, cfg.worker_metrics_port) == (0, 0)
+    assert (cfg.metrics_host, config.load({"HERALD_HOME": str(tmp_path)}).api_metrics_port
+            ) == ("127.0.0.1", 9101)
+
+
+def test_streamer_metrics_default_to_an_internal_port_and_0_turns_them_off(tmp_path):
+    cfg = config.load({"HERALD_HOME": str(tmp_path)})
+    assert (cfg.metrics_host, cfg.streamer_metrics_port) == ("127.0.0.1", 9200)
+    off = config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_METRICS_PORT": "0",
+                       "HERALD_STREAMER_PORT": "9200"})
+    assert off.streamer_metrics_port == 0
+
+
+def test_streamer_metrics_ports_are_never_the_public_port(tmp_path):
+    with pytest.raises(ConfigError, match="HERALD_STREAMER_PORT=9201 must not be one of"):
+        config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_PORT": "9201",
+                     "HERALD_STREAMER_PROCESSES": "2"})
+    cfg = config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_PORT": "9202",
+                       "HERALD_STREAMER_PROCESSES": "2"})
+    assert cfg.streamer_metrics_port == 9200
+
+
+def test_streamer_metrics_need_a_port_per_process(tmp_path):
+    with pytest.raises(ConfigError, match="one port per process"):
+        config.load({"HERALD_HOME": str(tmp_path), "HERALD_STREAMER_METRICS_PORT": "65535",
+                     "HERALD_STREAMER_PROCESSES": "2"})
 
 
 def test_a_given_environment_replaces_the_process_one(tmp_path, monkeypatch):
