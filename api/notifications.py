@@ -7,8 +7,12 @@ delivery per (channel, target): in-app per destination, outbound per delivery re
 
 A valid request costs two round trips: one Lua script checks the API key, spends its
 rate budget and stores the records (``tasks.notifications.submit_as``), one kombu batch
-sends the tasks. An invalid one is checked and charged first (``auth.sender``), so it
-gets 401, 403 or 429 before its 400, as every route answers.
+sends the tasks, shared with the requests of this process that stored theirs while the
+previous batch was in flight (``tasks.grouping``: their in-app notifications then share
+one ``herald.send_notifications`` task). When that batch fails, each of its requests
+answers 503 and its records are removed, as for a request alone. An invalid one is
+checked and charged first (``auth.sender``), so it gets 401, 403 or 429 before its 400,
+as every route answers.
 
 A batch (``MAX_BATCH_ITEMS`` notifications, ``MAX_BATCH_BODY_BYTES``) is checked item
 by item: an invalid item is refused alone, in its place in the answer, naming
@@ -27,7 +31,7 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from werkzeug.exceptions import HTTPException
 
 from api import auth, metrics
-from api.context import celery, services
+from api.context import send, services
 from api.schemas import (
     IDEMPOTENCY_KEY_RULE,
     MAX_BATCH_BODY_BYTES,
@@ -61,7 +65,7 @@ def create() -> tuple[Response, int]:
     except (Refusal, HTTPException):
         auth.sender()  # 401, 403 and 429 come before the 400
         raise
-    created = _admitted(delivery.submit_as(services(), celery(), credential,
+    created = _admitted(delivery.submit_as(services(), send(), credential,
                                            [(new, key)]))[0]
     if created.conflict:
         raise _reused(created, IDEMPOTENCY_HEADER)
@@ -90,7 +94,7 @@ def create_batch() -> tuple[Response, int]:
     if not valid:
         auth.sender()
         raise results[0]  # type: ignore[misc]  # every item is a Refusal
-    created = _admitted(delivery.submit_as(services(), celery(), credential,
+    created = _admitted(delivery.submit_as(services(), send(), credential,
                                            [item for _, item in valid]))
     for (index, (new, _)), outcome in zip(valid, created, strict=True):
         results[index] = (_reused(outcome, f"items[{index}].idempotency_key")

@@ -274,6 +274,23 @@ class NotificationStore:
         fields = self._start(keys=[self.keys.notification(notification_id)], args=[now_ms()])
         return dict(zip(fields[0::2], fields[1::2], strict=True)) or None
 
+    def start_all(self, notification_ids: list[str]) -> list[dict[str, str] | None]:
+        """``start`` each of ``notification_ids``, in one round trip (a pipeline)."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for notification_id in notification_ids:
+                pipe.evalsha(self._start.sha, 1, self.keys.notification(notification_id),
+                             now_ms())
+            try:
+                answers = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:  # a restarted Redis; start is idempotent
+                if attempt:
+                    raise
+                self.redis.script_load(_START)
+        return [dict(zip(fields[0::2], fields[1::2], strict=True)) or None
+                for fields in answers]
+
     def queue_dispatched(self, pipe: Any, notification_id: str, channel: str) -> None:
         """Put ``dispatched`` into ``pipe`` (a pipeline of this store's client), to run
         after what is already in it; its answer is the status it leaves, or None.

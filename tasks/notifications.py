@@ -12,8 +12,12 @@ message and its ``task-sent`` event, which lets Flower show a task before a work
 it). Sent together, notifications share their in-app tasks: ``herald.send_notifications``
 delivers up to ``GROUP_NOTIFICATIONS`` of them (``GROUP_DESTINATIONS`` destinations),
 each exactly as its own ``send_notification`` would, since a Celery message costs the
-API about 0.25 ms of CPU and the worker more (measured on the batch route). ``deliver``
-is the in-app work, a plain function; ``send_notification`` is the Celery task around it,
+API about 0.25 ms of CPU and the worker more (measured on the batch route). The API's
+single POSTs get there too: its processes send through a ``tasks.grouping.GroupCommit``
+around ``dispatch`` (``submit_as``'s ``send``), so requests that store their records
+while a publish is in flight go out together in the next. ``deliver`` is the in-app
+work, a plain function (``deliver_all`` for a shared task's notifications, in two round
+trips for all); ``send_notification`` is the Celery task around it,
 which owns retries and takes its services from its app (``services_of``). The
 notification's ``status`` follows its channels' tasks (see ``herald.notifications``):
 ``delivered`` once each has run.
@@ -40,7 +44,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
@@ -140,6 +146,9 @@ DELIVERY_CHUNK = 100
 # Destinations per round trip (chunks sent in one pipeline). The last round trip also
 # records the channel as dispatched.
 ROUND_TRIP = 1000
+# Hands stored ``(id, notification)`` pairs to the broker (``dispatch`` with an app),
+# or raises ``DispatchError``.
+Send = Callable[[list[tuple[str, NewNotification]]], None]
 
 
 def event_data(record: dict[str, str]) -> dict[str, Any]:
@@ -164,8 +173,7 @@ def deliver(svc: Services, notification_id: str) -> dict[str, str]:
     """
     record = svc.notifications.start(notification_id)
     if record is None:
-        log.warning("notification %s has no record (expired or discarded); skipped",
-                    notification_id)
+        _skipped(notification_id)
         return {}
     destinations = svc.notifications.destinations(record)
     chunk = _Chunk.of(svc, record)
@@ -173,10 +181,50 @@ def deliver(svc: Services, notification_id: str) -> dict[str, str]:
     for start in range(0, max(len(destinations), 1), ROUND_TRIP):
         batch = destinations[start:start + ROUND_TRIP]
         last = start + ROUND_TRIP >= len(destinations)
-        event_ids += _round_trip(svc, chunk, batch, last)
+        event_ids += _round_trip(svc, [(chunk, batch, last)])[0]
     metrics.inapp_delivered(INAPP, event_ids)
     return {topic: event for topic, event in zip(destinations, event_ids, strict=True)
             if event}
+
+
+def deliver_all(svc: Services, notification_ids: list[str]) -> int:
+    """``deliver`` each of ``notification_ids``; answer how many destinations have
+    their event.
+
+    The same guarantees as ``deliver``, notification by notification (each runs its own
+    guarded scripts, then records its own channel dispatched), in fewer round trips:
+    one starts them all, then one delivers as many whole notifications as
+    ``ROUND_TRIP`` destinations hold (a shared task has at most ``GROUP_DESTINATIONS``:
+    one); a notification with more goes alone, as ``deliver`` sends it.
+    """
+    records = svc.notifications.start_all(notification_ids)
+    events, group, size = 0, [], 0
+    for notification_id, record in zip(notification_ids, records, strict=True):
+        if record is None:
+            _skipped(notification_id)
+            continue
+        destinations = svc.notifications.destinations(record)
+        if group and size + len(destinations) > ROUND_TRIP:
+            events += _count(_round_trip(svc, group))
+            group, size = [], 0
+        if len(destinations) > ROUND_TRIP:
+            events += len(deliver(svc, notification_id))
+            continue
+        group.append((_Chunk.of(svc, record), destinations, True))
+        size += len(destinations)
+    return events + (_count(_round_trip(svc, group)) if group else 0)
+
+
+def _count(event_ids: list[list[str]]) -> int:
+    """How many destinations have their event (and count them all in the metrics)."""
+    flat = [event for ids in event_ids for event in ids]
+    metrics.inapp_delivered(INAPP, flat)
+    return sum(1 for event in flat if event)
+
+
+def _skipped(notification_id: str) -> None:
+    log.warning("notification %s has no record (expired or discarded); skipped",
+                notification_id)
 
 
 @dataclass(frozen=True)
@@ -214,30 +262,39 @@ class _Chunk:
         return [DELIVER_SHA, len(keys), *keys, *self.args, *topics]
 
 
-def _round_trip(svc: Services, chunk: _Chunk, topics: list[str], last: bool) -> list[str]:
-    """Deliver ``topics`` in one pipeline of ``DELIVERY_CHUNK``-sized script calls (and
-    record the channel dispatched when ``last``); answer their event ids.
+def _round_trip(svc: Services, parts: list[tuple[_Chunk, list[str], bool]]
+                ) -> list[list[str]]:
+    """Deliver each ``(chunk, topics, last)`` in one pipeline of ``DELIVERY_CHUNK``-sized
+    script calls (recording its notification's channel dispatched when ``last``, after
+    its own calls); answer each part's event ids.
 
     After NOSCRIPT (a restarted Redis) the scripts are loaded and the pipeline sent
     again: what ran already is found done.
     """
-    calls = [chunk.call(svc, topics[i:i + DELIVERY_CHUNK])
-             for i in range(0, len(topics), DELIVERY_CHUNK)]
+    calls = [[chunk.call(svc, topics[i:i + DELIVERY_CHUNK])
+              for i in range(0, len(topics), DELIVERY_CHUNK)]
+             for chunk, topics, _ in parts]
     for attempt in range(2):
         pipe = svc.redis.pipeline(transaction=False)
-        for call in calls:
-            pipe.evalsha(*call)
-        if last:
-            svc.notifications.queue_dispatched(pipe, chunk.args[0], INAPP)
+        for (chunk, _, last), own in zip(parts, calls, strict=True):
+            for call in own:
+                pipe.evalsha(*call)
+            if last:
+                svc.notifications.queue_dispatched(pipe, chunk.args[0], INAPP)
         try:
-            answers = pipe.execute()
+            answers = iter(pipe.execute())
             break
         except redis.exceptions.NoScriptError:
             if attempt:
                 raise
             svc.redis.script_load(DELIVER_SCRIPT)
             svc.notifications.load_scripts()
-    return [str(event) for answer in answers[:len(calls)] for event in answer]
+    out = []
+    for (_, _, last), own in zip(parts, calls, strict=True):
+        out.append([str(event) for _ in own for event in next(answers)])
+        if last:
+            next(answers)  # the status dispatched left
+    return out
 
 
 @shared_task(base=NotificationTask, bind=True, name=SEND_NOTIFICATION, **RETRY_ON_REDIS)
@@ -255,11 +312,10 @@ def send_notification(self: Task, notification_id: str) -> dict[str, int]:
 
 @shared_task(base=NotificationTask, bind=True, name=SEND_NOTIFICATIONS, **RETRY_ON_REDIS)
 def send_notifications(self: Task, notification_ids: list[str]) -> int:
-    """Deliver each of ``notification_ids`` in turn, as ``send_notification`` does
-    (idempotent: a retry or redelivery skips what is done); answer their number."""
-    svc = services_of(self)
-    for notification_id in notification_ids:
-        deliver(svc, notification_id)
+    """Deliver each of ``notification_ids`` as ``send_notification`` does, in two
+    round trips for all (``deliver_all``; idempotent: a retry or redelivery skips what
+    is done); answer their number."""
+    deliver_all(services_of(self), notification_ids)
     return len(notification_ids)
 
 
@@ -276,16 +332,18 @@ def submit(svc: Services, celery: Celery, new: NewNotification,
     """
     created = svc.notifications.create(new, idempotency_key)
     if created.created:
-        _dispatch_or_discard(svc, celery, [(created, new, idempotency_key)])
+        _dispatch_or_discard(svc, partial(dispatch, celery),
+                             [(created, new, idempotency_key)])
     return created
 
 
-def submit_as(svc: Services, celery: Celery, credential: tuple[str, str],
+def submit_as(svc: Services, send: Send, credential: tuple[str, str],
               items: list[tuple[NewNotification, str | None]]) -> Submitted:
     """Submit each ``(notification, idempotency key)`` for the API key ``credential``
     (``herald.apikeys.split``): the key is checked, one unit of its budget spent per
-    item and the records stored in one round trip, then the new ones dispatched
-    together (``dispatch``).
+    item and the records stored in one round trip, then the new ones handed to
+    ``send`` (``dispatch`` with the producer's app; the API's processes pass a
+    ``tasks.grouping.GroupCommit`` around it, so that concurrent requests share it).
 
     Nothing is stored or sent for an unknown key or a spent budget (see ``Submitted``).
     Raises ``DispatchError`` when the broker cannot take the tasks: every record this
@@ -296,14 +354,14 @@ def submit_as(svc: Services, celery: Celery, credential: tuple[str, str],
     fresh = [(created, new, key) for created, (new, key) in
              zip(submitted.created, items, strict=False) if created.created]
     if fresh:
-        _dispatch_or_discard(svc, celery, fresh)
+        _dispatch_or_discard(svc, send, fresh)
     return submitted
 
 
-def _dispatch_or_discard(svc: Services, celery: Celery,
+def _dispatch_or_discard(svc: Services, send: Send,
                          stored: list[tuple[Created, NewNotification, str | None]]) -> None:
     try:
-        dispatch(celery, [(created.id, new) for created, new, _ in stored])
+        send([(created.id, new) for created, new, _ in stored])
     except DispatchError:
         svc.notifications.discard_all([(created.id, key) for created, _, key in stored])
         raise
