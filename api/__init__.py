@@ -15,6 +15,7 @@ standard library (``create_app`` imports the rest).
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -47,6 +48,8 @@ def create_app(config: Config) -> Flask:
     from herald import logs, services
     from herald.config import redact_url
     from tasks.factory import make_celery
+    from tasks.grouping import GroupCommit
+    from tasks.notifications import dispatch
 
     logs.setup(config.log_level)
     app = Flask(__name__)
@@ -54,6 +57,7 @@ def create_app(config: Config) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["herald"] = services.build(config)
     app.extensions["celery"] = make_celery(config)
+    app.extensions["send"] = GroupCommit(partial(dispatch, app.extensions["celery"]))
     errors.register(app)
     metrics.install(app, config)
     for module in (notifications, inbox, events, jobs, tokens, health, openapi, deadletters,

@@ -8,7 +8,10 @@ read their own jobs, and nothing else. Missing or invalid credentials are answer
 A token is checked by ``herald.access`` (signature, expiry, revocation), as the
 streamer checks it, and refused in the same words. Sending, publishing and starting
 jobs spend the key's rate budget: 429 with ``Retry-After`` when it is empty. Checks run
-before a request body is even parsed.
+before a request body is even parsed, except on the notification routes: there a valid
+request is checked, charged and stored in one Redis round trip (``presented_key``), and
+an invalid one is checked and charged (``sender``) before its 400 is answered, so the
+answer is the same (401, 403 and 429 before 400) either way.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from dataclasses import dataclass
 from flask import request
 
 from api.context import services
-from herald import access
+from herald import access, apikeys
 from herald.apikeys import ApiKey, looks_like_key
 from herald.errors import Refusal
 from herald.tokens import Grant
@@ -44,7 +47,7 @@ def caller() -> Caller:
     if looks_like_key(credential):
         key = svc.apikeys.check(credential)
         if key is None:
-            raise access.unauthorized("API key unknown or revoked", FIELD)
+            raise unknown_key()
         return Caller(key=key)
     cfg = svc.config
     gate = access.Gate(access.verifier(cfg.secret, cfg.token_algorithms), svc.revocations)
@@ -64,10 +67,32 @@ def sender() -> ApiKey:
     key = publisher()
     wait = services().limiter.take(key.id)
     if wait > 0:
-        raise Refusal(429, "too_many_requests",
-                      f"rate limit of API key {key.name!r} reached; retry in {wait:.2f}s",
-                      FIELD, headers={"Retry-After": str(math.ceil(wait))})
+        raise rate_limited(key, wait)
     return key
+
+
+def presented_key() -> tuple[str, str]:
+    """The API key the caller presents, as ``herald.apikeys.split`` gives it, unchecked:
+    for a script that checks it and spends its budget itself. Anything that is not
+    shaped like an API key gets ``sender``'s answer (401 or 403)."""
+    credential = access.bearer(request.headers.get("Authorization"))
+    parts = apikeys.split(credential) if credential else None
+    if parts is None:
+        sender()  # raises: no credential, a malformed key or a user token
+        raise AssertionError("unreachable")  # pragma: no cover
+    return parts
+
+
+def unknown_key() -> Refusal:
+    """The 401 of an API key that is unknown or revoked."""
+    return access.unauthorized("API key unknown or revoked", FIELD)
+
+
+def rate_limited(key: ApiKey, wait: float) -> Refusal:
+    """The 429 of ``key`` whose budget holds enough again in ``wait`` seconds."""
+    return Refusal(429, "too_many_requests",
+                   f"rate limit of API key {key.name!r} reached; retry in {wait:.2f}s",
+                   FIELD, headers={"Retry-After": str(math.ceil(wait))})
 
 
 def publisher_or_user(user: str) -> Caller:

@@ -79,9 +79,10 @@ def register(app: Flask) -> None:
     def _http_error(exc: HTTPException) -> Response:
         status = exc.code or 500
         if status == 413:
-            from api.schemas import too_large  # schemas imports this module
+            from api.schemas import MAX_BODY_BYTES, too_large  # schemas imports us
 
-            return render(too_large())
+            limit = request.max_content_length
+            return render(too_large(limit - 1 if limit else MAX_BODY_BYTES))
         code = HTTP_ERROR_CODES.get(status, "http_error")
         answer = render(Refusal(status, code, exc.description or exc.name))
         for name in ("Allow",):

@@ -34,7 +34,7 @@ from herald.config import Config
 from herald.errors import Refusal
 
 EXTENSION = "herald.metrics"
-SUBMIT_ENDPOINTS = frozenset({"notifications.create"})  # what "refused" counts
+SUBMIT_ENDPOINTS = frozenset({"notifications.create", "notifications.create_batch"})  # refused
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED, OTHER = "unmatched", "other"
 UNAVAILABLE = ("broker_unavailable", "redis_unavailable")  # Refusal codes of a 503

@@ -1,9 +1,25 @@
-"""POST /api/notifications and GET /api/notifications/<id>.
+"""POST /api/notifications, POST /api/notifications/batch and GET /api/notifications/<id>.
 
 A notification is checked whole before anything is stored: its fields (``api.schemas``)
 and what depends on the configuration (a configured category; ``email`` only to
 ``recipients``, and in production only with ``HERALD_SMTP_URL``). Its record shows one
 delivery per (channel, target): in-app per destination, outbound per delivery record.
+
+A valid request costs two round trips: one Lua script checks the API key, spends its
+rate budget and stores the records (``tasks.notifications.submit_as``), one kombu batch
+sends the tasks, shared with the requests of this process that stored theirs while the
+previous batch was in flight (``tasks.grouping``: their in-app notifications then share
+one ``herald.send_notifications`` task). When that batch fails, each of its requests
+answers 503 and its records are removed, as for a request alone. An invalid one is
+checked and charged first (``auth.sender``), so it gets 401, 403 or 429 before its 400,
+as every route answers.
+
+A batch (``MAX_BATCH_ITEMS`` notifications, ``MAX_BATCH_BODY_BYTES``) is checked item
+by item: an invalid item is refused alone, in its place in the answer, naming
+``items[<index>].<field>``; the others are stored and dispatched together, each
+spending one unit of the key's rate budget. When every item is invalid the answer is
+the 400 of the first. When the broker cannot take the tasks, every record of the
+request is removed again and the answer is 503: nothing of it stays stored.
 """
 
 from __future__ import annotations
@@ -12,15 +28,24 @@ import re
 from typing import Any
 
 from flask import Blueprint, Response, jsonify, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from api import auth, metrics
-from api.context import celery, services
-from api.schemas import IDEMPOTENCY_KEY_RULE, NotificationIn, parse
+from api.context import send, services
+from api.schemas import (
+    IDEMPOTENCY_KEY_RULE,
+    MAX_BATCH_BODY_BYTES,
+    BatchEnvelope,
+    BatchItemIn,
+    NotificationIn,
+    parse,
+    validate,
+)
 from herald.channels import EMAIL
 from herald.config import Config
 from herald.errors import Refusal, invalid
 from herald.ids import valid_id
-from herald.notifications import NewNotification
+from herald.notifications import Created, NewNotification, Submitted
 from tasks import notifications as delivery
 
 bp = Blueprint("notifications", __name__, url_prefix="/api/notifications")
@@ -32,20 +57,91 @@ IDEMPOTENCY_RULE = re.compile(IDEMPOTENCY_KEY_RULE)
 @bp.post("")
 def create() -> tuple[Response, int]:
     """Store a notification and dispatch its delivery; answer 202 with its id."""
-    api_key = auth.sender()
-    key = _idempotency_key(api_key.id)
-    body = parse(request, NotificationIn)
-    new = _validated(body)
-    created = delivery.submit(services(), celery(), new, key)
+    credential = auth.presented_key()
+    try:
+        key = _idempotency_key(credential[0], request.headers.get(IDEMPOTENCY_HEADER),
+                               IDEMPOTENCY_HEADER)
+        new = _validated(parse(request, NotificationIn))
+    except (Refusal, HTTPException):
+        auth.sender()  # 401, 403 and 429 come before the 400
+        raise
+    created = _admitted(delivery.submit_as(services(), send(), credential,
+                                           [(new, key)]))[0]
     if created.conflict:
-        raise Refusal(422, "idempotency_key_reused",
-                      f"{IDEMPOTENCY_HEADER} was used for a different request "
-                      f"(notification {created.id})", IDEMPOTENCY_HEADER)
+        raise _reused(created, IDEMPOTENCY_HEADER)
     metrics.accepted(new.channels if created.created else ())
     status_url = url_for("notifications.show", notification_id=created.id, _external=True)
     answer = jsonify(id=created.id, status_url=status_url, created=created.created)
     answer.headers["Location"] = status_url
     return answer, 202
+
+
+@bp.post("/batch")
+def create_batch() -> tuple[Response, int]:
+    """Store and dispatch the valid items of a batch; answer 202 with one result per
+    item, in order: its ``id`` (``created``, ``status_url``) or its ``error``."""
+    credential = auth.presented_key()
+    try:
+        items = parse(request, BatchEnvelope, MAX_BATCH_BODY_BYTES).items
+    except (Refusal, HTTPException):
+        auth.sender()
+        raise
+    checked = [_checked_item(credential[0], index, item) for index, item in enumerate(items)]
+    results: dict[int, Refusal | Created] = {
+        index: item for index, item in enumerate(checked) if isinstance(item, Refusal)}
+    valid = [(index, item) for index, item in enumerate(checked)
+             if not isinstance(item, Refusal)]
+    if not valid:
+        auth.sender()
+        raise results[0]  # type: ignore[misc]  # every item is a Refusal
+    created = _admitted(delivery.submit_as(services(), send(), credential,
+                                           [item for _, item in valid]))
+    for (index, (new, _)), outcome in zip(valid, created, strict=True):
+        results[index] = (_reused(outcome, f"items[{index}].idempotency_key")
+                          if outcome.conflict else outcome)
+        metrics.accepted(new.channels if outcome.created else ())
+    base = url_for("notifications.create", _external=True)
+    answer = [_result(index, results[index], base) for index in range(len(checked))]
+    accepted = sum(1 for outcome in results.values() if isinstance(outcome, Created))
+    return jsonify(accepted=accepted, refused=len(checked) - accepted, items=answer), 202
+
+
+def _checked_item(scope: str, index: int,
+                  item: Any) -> tuple[NewNotification, str | None] | Refusal:
+    """Item ``index`` of a batch, validated, with its scoped idempotency key; or the
+    refusal naming its field (``items[3].title``)."""
+    prefix = f"items[{index}]"
+    try:
+        body = validate(item, BatchItemIn, prefix)
+        key = _idempotency_key(scope, body.idempotency_key, f"{prefix}.idempotency_key")
+        return _validated(body), key
+    except Refusal as refusal:
+        if refusal.field is not None and not refusal.field.startswith(prefix):
+            field = f"{prefix}.{refusal.field}"
+            return invalid(field, refusal.message.removeprefix(f"{refusal.field}: "))
+        return refusal
+
+
+def _result(index: int, outcome: Refusal | Created, base: str) -> dict[str, Any]:
+    if isinstance(outcome, Refusal):
+        return {"index": index, "error": outcome.error()}
+    return {"index": index, "id": outcome.id, "status_url": f"{base}/{outcome.id}",
+            "created": outcome.created}
+
+
+def _admitted(submitted: Submitted) -> tuple[Created, ...]:
+    """The outcomes of a submission its API key was allowed; 401 or 429 otherwise."""
+    if submitted.key is None:
+        raise auth.unknown_key()
+    if submitted.wait > 0:
+        raise auth.rate_limited(submitted.key, submitted.wait)
+    return submitted.created
+
+
+def _reused(created: Created, field: str) -> Refusal:
+    return Refusal(422, "idempotency_key_reused",
+                   f"{field} was used for a different request "
+                   f"(notification {created.id})", field)
 
 
 @bp.get("/<notification_id>")
@@ -74,13 +170,13 @@ def _outbound_item(delivery: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
-def _idempotency_key(scope: str) -> str | None:
-    """The request's key, scoped to the API key (two publishers never collide)."""
-    key = request.headers.get(IDEMPOTENCY_HEADER)
+def _idempotency_key(scope: str, key: str | None, field: str) -> str | None:
+    """An idempotency key (given in ``field``), scoped to the API key ``scope`` (two
+    publishers never collide)."""
     if key is None:
         return None
     if not IDEMPOTENCY_RULE.fullmatch(key):
-        raise invalid(IDEMPOTENCY_HEADER, "must be 1-255 visible ASCII characters")
+        raise invalid(field, "must be 1-255 visible ASCII characters")
     return f"{scope}:{key}"
 
 

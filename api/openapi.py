@@ -16,8 +16,11 @@ from pydantic.json_schema import models_json_schema
 
 from api.schemas import (
     IDEMPOTENCY_KEY_RULE,
+    MAX_BATCH_BODY_BYTES,
+    MAX_BATCH_ITEMS,
     EventIn,
     JobIn,
+    NotificationBatchIn,
     NotificationIn,
     PreferencesIn,
     ProfileIn,
@@ -61,6 +64,33 @@ class NotificationAccepted(Out):
     id: str
     status_url: str
     created: bool
+
+
+class BatchItemAccepted(Out):
+    """A batch item stored and dispatched (``created``), or the earlier notification
+    of its ``idempotency_key`` (``created`` false)."""
+
+    index: int
+    id: str
+    status_url: str
+    created: bool
+
+
+class BatchItemRefused(Out):
+    """A batch item refused alone: ``error.field`` is ``items[<index>].<field>``
+    (``invalid_field``), or its key was used for a different request
+    (``idempotency_key_reused``, the earlier id in the message)."""
+
+    index: int
+    error: ErrorBody
+
+
+class BatchAccepted(Out):
+    """One result per item, in the order of the request."""
+
+    accepted: int
+    refused: int
+    items: list[BatchItemAccepted | BatchItemRefused]
 
 
 DeliveryState = Literal["pending", "sending", "sent", "skipped", "retrying", "failed",
@@ -237,7 +267,8 @@ class Health(Out):
 
 
 MODELS: list[type[BaseModel]] = [
-    NotificationIn, EventIn, JobIn, TokenIn, ReadIn, RevokeIn, Error, NotificationAccepted,
+    NotificationIn, NotificationBatchIn, BatchAccepted, EventIn, JobIn, TokenIn, ReadIn,
+    RevokeIn, Error, NotificationAccepted,
     NotificationRecord, InboxPage, Marked, EventAccepted, JobAccepted, JobRecord,
     TokenMinted, Revoked, Health, DeliveryRecord, DeadLetters, ProfileIn, PreferencesIn,
     Profile, Preferences, WebhookIn, Webhook, WebhookCreated, WebhookList,
@@ -249,7 +280,7 @@ ERRORS = {
     "403": "The credentials do not allow this.",
     "404": "No such resource.",
     "405": "Method not allowed on this path.",
-    "413": "Body over 64 KiB.",
+    "413": "Body over 64 KiB (a batch: over its own limit, see its description).",
     "415": "Body is not `application/json`.",
     "422": "The Idempotency-Key was used for a different request.",
     "429": "The API key's rate limit is reached (see `Retry-After`).",
@@ -368,6 +399,26 @@ def unsubscribe() -> dict[str, Any]:
         "post": post}}
 
 
+def _batch() -> dict[str, Any]:
+    operation = _operation(
+        "Store and dispatch up to 1,000 notifications at once",
+        ("202", BatchAccepted, "The valid items are stored and dispatched; each item's "
+                               "result is its id or its error."),
+        SENDING, NotificationBatchIn)
+    operation["description"] = (
+        f"1 to {MAX_BATCH_ITEMS} notifications, a body of at most {MAX_BATCH_BODY_BYTES} "
+        "bytes (413 beyond). Each item is checked on its own: an invalid one is refused "
+        "alone (its `error.field` is `items[<index>].<field>`) and the others are stored "
+        "and dispatched; 400 only when the list itself is invalid or every item is (the "
+        "error names the first). Each item may carry its own `idempotency_key`, in the "
+        "same namespace as the `Idempotency-Key` header. Each stored item spends one unit "
+        "of the API key's rate budget: the batch is admitted when the budget holds as "
+        "many (or a full burst, for a batch larger than the burst, which the key then "
+        "repays before its next send), else 429 and nothing is stored. 503: the broker "
+        "could not take the tasks and nothing of the request was stored.")
+    return operation
+
+
 def paths() -> dict[str, Any]:
     idempotency = {"name": "Idempotency-Key", "in": "header", "required": False,
                    "schema": {"type": "string", "pattern": f"^{IDEMPOTENCY_KEY_RULE}$"}}
@@ -376,6 +427,7 @@ def paths() -> dict[str, Any]:
             "Store a notification and dispatch its delivery",
             ("202", NotificationAccepted, "Accepted (or the earlier one, same key)."),
             [*SENDING, "422"], NotificationIn, [idempotency])},
+        "/api/notifications/batch": {"post": _batch()},
         "/api/notifications/{id}": {"get": _operation(
             "A notification with its delivery state",
             ("200", NotificationRecord, "The record."), ["401", "403", "404"],

@@ -2,8 +2,9 @@
 
 Models are strict (no type coercion) and forbid unknown fields; a body that breaks a
 rule is answered 400 naming the field and the rule (see ``api.errors``), one that is
-not a JSON object 400 ``body: ...``, and one over ``MAX_BODY_BYTES`` 413, whether its
-length is declared (``Content-Length``) or not (chunked). The same
+not a JSON object 400 ``body: ...``, and one over ``MAX_BODY_BYTES`` (a batch of
+notifications: ``MAX_BATCH_BODY_BYTES``) 413, whether its length is declared
+(``Content-Length``) or not (chunked). The same
 models describe the API in OpenAPI (JSON Schema 2020-12).
 """
 
@@ -34,6 +35,10 @@ from herald.tokens import GRANT_RULE, MAX_GRANTS
 from herald.webhooks import MAX_URL_LENGTH
 
 MAX_BODY_BYTES = 64 * 1024
+MAX_BATCH_ITEMS = 1000
+# A batch of MAX_BATCH_ITEMS notifications with titles and bodies at their limits, and
+# room for data: 1,000 x (200 + 4,000 characters) is about 4.2 MB.
+MAX_BATCH_BODY_BYTES = 8 * 1024 * 1024
 IDEMPOTENCY_KEY_RULE = r"[\x21-\x7e]{1,255}"  # visible ASCII
 DEFAULT_LIMIT, MAX_LIMIT = 20, 100  # a page of a list: the inbox, the dead letters
 ASCII_DIGITS = re.compile(r"[0-9]{1,9}")
@@ -89,6 +94,29 @@ class NotificationIn(Strict):
     channels: Channels = Field(default_factory=lambda: [INAPP])
     category: Category = DEFAULT_CATEGORY
     critical: bool = False
+
+
+class BatchItemIn(NotificationIn):
+    """One notification of ``POST /api/notifications/batch``: the fields of
+    ``NotificationIn``, and its own ``idempotency_key`` (the ``Idempotency-Key`` rule
+    and namespace: a key used on ``POST /api/notifications`` is the same key here)."""
+
+    idempotency_key: str | None = Field(None, pattern=f"^{IDEMPOTENCY_KEY_RULE}$")
+
+
+class NotificationBatchIn(Strict):
+    """POST /api/notifications/batch: 1 to ``MAX_BATCH_ITEMS`` notifications. Each
+    item is checked on its own: one that breaks a rule is refused alone (its answer
+    item names ``items[<index>].<field>``), the others are stored and dispatched."""
+
+    items: list[BatchItemIn] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
+
+
+class BatchEnvelope(Strict):
+    """What the batch handler validates whole: the list, whose items it checks one by
+    one against ``BatchItemIn`` (so an invalid item fails alone)."""
+
+    items: list[Any] = Field(min_length=1, max_length=MAX_BATCH_ITEMS)
 
 
 class WebhookIn(Strict):
@@ -160,26 +188,38 @@ class PreferencesIn(Strict):
 Model = TypeVar("Model", bound=BaseModel)
 
 
-def parse(request: Request, model: type[Model]) -> Model:
-    """Validate a JSON request body against ``model``; raise ``Refusal`` otherwise."""
+def parse(request: Request, model: type[Model], max_bytes: int = MAX_BODY_BYTES) -> Model:
+    """Validate a JSON request body of at most ``max_bytes`` against ``model``; raise
+    ``Refusal`` otherwise."""
     if not request.is_json:
         raise Refusal(415, "unsupported_media_type",
                       "Content-Type must be application/json")
-    # Werkzeug stops reading a streamed (chunked) body at MAX_CONTENT_LENGTH without a
-    # word; create_app sets it one byte over MAX_BODY_BYTES so a longer body shows here.
+    # Werkzeug stops reading a streamed (chunked) body at max_content_length without a
+    # word; it is set one byte over the limit (create_app: MAX_BODY_BYTES; a route with
+    # its own limit sets it for its request) so a longer body shows here.
+    request.max_content_length = max_bytes + 1
     body = request.get_data(cache=True)
-    if len(body) > MAX_BODY_BYTES:
-        raise too_large()
+    if len(body) > max_bytes:
+        raise too_large(max_bytes)
     try:
         return model.model_validate_json(body or b"")
     except ValidationError as exc:
         raise from_validation(exc) from None
 
 
-def too_large() -> Refusal:
-    """The 413 for a body over ``MAX_BODY_BYTES``, declared or streamed."""
+def validate(item: Any, model: type[Model], prefix: str) -> Model:
+    """Validate ``item`` (decoded JSON) against ``model``; a ``Refusal`` names its
+    fields under ``prefix`` (``items[3]``)."""
+    try:
+        return model.model_validate(item)
+    except ValidationError as exc:
+        raise from_validation(exc, prefix) from None
+
+
+def too_large(max_bytes: int = MAX_BODY_BYTES) -> Refusal:
+    """The 413 for a body over ``max_bytes``, declared or streamed."""
     return Refusal(413, "payload_too_large",
-                   f"request body must be at most {MAX_BODY_BYTES} bytes")
+                   f"request body must be at most {max_bytes} bytes")
 
 
 def limit(request: Request) -> int:

@@ -2,8 +2,9 @@
 
 A key reads ``hk_<id>_<secret>``. Only a SHA-256 hash of the secret is stored (in the
 hash ``Keys.apikeys``, field ``<id>``), so the key is shown once, when created.
-Checking a key costs one Redis read and a constant-time comparison; a revoked key is
-refused from the next request on.
+Checking a key costs one Redis read and a comparison of digests; a revoked key is
+refused from the next request on. ``CHECK_FUNCTION`` is the same check in Lua, for
+scripts that check the key and act in the same round trip (the API's submit script).
 """
 
 from __future__ import annotations
@@ -22,6 +23,20 @@ from herald.times import iso, now_ms
 
 KEY_RE = re.compile(r"hk_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})")
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._-]{0,63}")
+
+# herald_apikey(hash, id, digest): the stored record (JSON) of the active key ``id``
+# whose secret hashes to ``digest``, or false. Lua compares digests in variable time,
+# which is harmless here: timing can reveal at most a prefix of the stored SHA-256
+# digest, and finding a secret that hashes to a known digest is a preimage attack.
+CHECK_FUNCTION = """
+local function herald_apikey(hash, id, digest)
+  local raw = redis.call('HGET', hash, id)
+  if not raw then return false end
+  local record = cjson.decode(raw)
+  if record['hash'] ~= digest or record['revoked_at'] ~= cjson.null then return false end
+  return raw
+end
+"""
 
 
 @dataclass(frozen=True)
@@ -80,17 +95,31 @@ class ApiKeyStore:
 
     def check(self, presented: str) -> ApiKey | None:
         """The active key ``presented`` is, or None."""
-        match = KEY_RE.fullmatch(presented)
-        if match is None:
+        parts = split(presented)
+        if parts is None:
             return None
-        raw = self.redis.hget(self.key, match.group(1))
+        raw = self.redis.hget(self.key, parts[0])
         if raw is None:
             return None
         record = json.loads(raw)
-        if not hmac.compare_digest(record["hash"], _digest(match.group(2))):
+        if not hmac.compare_digest(record["hash"], parts[1]):
             return None
         key = _public(record)
         return key if key.active else None
+
+
+def split(presented: str) -> tuple[str, str] | None:
+    """The id of the key ``presented`` and the digest of its secret (what
+    ``CHECK_FUNCTION`` takes), or None when it is not shaped like a key."""
+    match = KEY_RE.fullmatch(presented)
+    if match is None:
+        return None
+    return match.group(1), _digest(match.group(2))
+
+
+def from_record(raw: str) -> ApiKey:
+    """The key a stored record (JSON, as ``CHECK_FUNCTION`` answers it) describes."""
+    return _public(json.loads(raw))
 
 
 def _public(record: dict) -> ApiKey:

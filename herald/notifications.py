@@ -12,7 +12,10 @@ topic to its state (``delivered``, or ``skipped``: the user turned in-app off fo
 category) and another to the id of the event that delivered it.
 
 Guarantees: ``create`` stores a record and claims its idempotency key in one atomic
-step, so two requests with the same key store one record; ``dispatched`` records a
+step, so two requests with the same key store one record; ``submit`` does the same for
+many notifications at once, in the same atomic step as checking the caller's API key
+and spending its rate budget (one round trip: nothing is stored for a refused caller,
+and a revoked key is refused from the next request on); ``dispatched`` records a
 channel's task as run and moves the status in one atomic step; every key of a
 notification expires after ``HERALD_RETENTION`` seconds.
 """
@@ -26,10 +29,13 @@ from typing import Any
 
 import redis
 
+from herald import apikeys
+from herald.apikeys import ApiKey
 from herald.channels import DEFAULT_CATEGORY, INAPP
 from herald.event import USER_TOPIC_PREFIX, id_key
 from herald.ids import new_id
 from herald.keys import Keys
+from herald.ratelimit import TAKE_FUNCTION, RateLimiter
 from herald.times import iso, now_ms
 
 QUEUED, SENDING, DELIVERED, FAILED = "queued", "sending", "delivered", "failed"
@@ -51,11 +57,52 @@ redis.call('EXPIRE', KEYS[1], tonumber(ARGV[4]))
 return false
 """
 
+# KEYS: API keys, the key's rate bucket, then per notification its record and its
+#       idempotency key (the record's own name again when it has none)
+# ARGV: key id, digest of its secret, rate, burst, idempotency ttl, retention, count,
+#       then per notification: id, fingerprint, "1" when keyed, number of fields, fields
+# Answers {'unauthorized'}, {'limited', key record, wait} or {'ok', key record, then per
+# notification '' (stored) or the earlier "<id> <fingerprint>" of its key}.
+_SUBMIT = apikeys.CHECK_FUNCTION + TAKE_FUNCTION + """
+local key = herald_apikey(KEYS[1], ARGV[1], ARGV[2])
+if not key then return {'unauthorized'} end
+local count = tonumber(ARGV[7])
+local wait = herald_take(KEYS[2], tonumber(ARGV[3]), tonumber(ARGV[4]), count)
+if wait > 0 then return {'limited', key, tostring(wait)} end
+local answer, at = {'ok', key}, 8
+for i = 1, count do
+  local id, fingerprint, n = ARGV[at], ARGV[at + 1], tonumber(ARGV[at + 3])
+  local earlier = ARGV[at + 2] == '1' and redis.call('GET', KEYS[2 + 2 * i])
+  if earlier then
+    answer[#answer + 1] = earlier
+  else
+    if ARGV[at + 2] == '1' then
+      redis.call('SET', KEYS[2 + 2 * i], id .. ' ' .. fingerprint, 'EX', ARGV[5])
+    end
+    redis.call('HSET', KEYS[1 + 2 * i], unpack(ARGV, at + 4, at + 3 + n))
+    redis.call('EXPIRE', KEYS[1 + 2 * i], ARGV[6])
+    answer[#answer + 1] = ''
+  end
+  at = at + 4 + n
+end
+return answer
+"""
+
 # KEYS: record; ARGV: now
 _BEGIN = """
 if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
 redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[1])
 return 1
+"""
+
+# KEYS: record; ARGV: now. A channel's task starts: the record's fields as they were
+# (none: no record), and ``queued`` becomes ``sending``.
+_START = """
+local fields = redis.call('HGETALL', KEYS[1])
+if #fields > 0 and redis.call('HGET', KEYS[1], 'status') == 'queued' then
+  redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[1])
+end
+return fields
 """
 
 # KEYS: record; ARGV: channel, now. Answers the status after the change (false: gone).
@@ -108,6 +155,25 @@ class Created:
     created: bool
     conflict: bool = False
 
+    @staticmethod
+    def of(notification_id: str, fingerprint: str, earlier: str | None) -> Created:
+        """The outcome for ``notification_id`` given what its idempotency key held
+        (None, or the earlier ``"<id> <fingerprint>"``)."""
+        if not earlier:
+            return Created(notification_id, True)
+        earlier_id, _, earlier_fingerprint = earlier.partition(" ")
+        return Created(earlier_id, False, conflict=earlier_fingerprint != fingerprint)
+
+
+@dataclass(frozen=True)
+class Submitted:
+    """Outcome of ``submit``: the caller's key (None when unknown or revoked), the
+    seconds to wait when its rate budget is spent, else one ``Created`` per notification."""
+
+    key: ApiKey | None
+    wait: float = 0.0
+    created: tuple[Created, ...] = ()
+
 
 class NotificationStore:
     """Reads and writes notification records."""
@@ -117,9 +183,11 @@ class NotificationStore:
         self.keys = keys
         self.retention = retention
         self._create = redis_client.register_script(_CREATE)
+        self._submit = redis_client.register_script(_SUBMIT)
         self._set_status = redis_client.register_script(_SET_STATUS)
         self._begin = redis_client.register_script(_BEGIN)
         self._dispatched = redis_client.register_script(_DISPATCHED)
+        self._start = redis_client.register_script(_START)
 
     def create(self, new: NewNotification, idempotency_key: str | None = None) -> Created:
         """Store ``new`` as ``queued``, unless ``idempotency_key`` was used already.
@@ -137,17 +205,53 @@ class NotificationStore:
             keys=names,
             args=[notification_id, fingerprint, IDEMPOTENCY_TTL, self.retention, *fields],
         )
-        if not earlier:
-            return Created(notification_id, True)
-        earlier_id, _, earlier_fingerprint = earlier.partition(" ")
-        return Created(earlier_id, False, conflict=earlier_fingerprint != fingerprint)
+        return Created.of(notification_id, fingerprint, earlier)
+
+    def submit(self, credential: tuple[str, str], limiter: RateLimiter,
+               items: list[tuple[NewNotification, str | None]]) -> Submitted:
+        """Check the API key ``credential`` (its id and the digest of its secret, see
+        ``apikeys.split``), spend one unit of its budget in ``limiter`` per item, and
+        store each ``(notification, idempotency key)`` as ``create`` does: all in one
+        atomic script, one round trip.
+
+        Nothing is stored for an unknown or revoked key, nor when the budget is spent
+        (``wait``: seconds until it holds enough). Items sharing an idempotency key
+        store one record: the later ones answer the first's id.
+        """
+        key_id, digest = credential
+        names = [self.keys.apikeys, limiter.key_of(key_id)]
+        args: list[Any] = [key_id, digest, limiter.rate, limiter.burst, IDEMPOTENCY_TTL,
+                           self.retention, len(items)]
+        ids, fingerprints = [], []
+        for new, idempotency_key in items:
+            notification_id, fingerprint = new_id("n"), new.fingerprint()
+            record = self.keys.notification(notification_id)
+            names += [record, self._idempotency_key(idempotency_key) if idempotency_key
+                      else record]
+            fields = self._fields(notification_id, new, idempotency_key)
+            args += [notification_id, fingerprint, "1" if idempotency_key else "0",
+                     len(fields), *fields]
+            ids.append(notification_id)
+            fingerprints.append(fingerprint)
+        answer = self._submit(keys=names, args=args)
+        if answer[0] == "unauthorized":
+            return Submitted(None)
+        key = apikeys.from_record(answer[1])
+        if answer[0] == "limited":
+            return Submitted(key, wait=float(answer[2]))
+        return Submitted(key, created=tuple(
+            Created.of(*item) for item in zip(ids, fingerprints, answer[2:], strict=True)))
 
     def discard(self, notification_id: str, idempotency_key: str | None = None) -> None:
         """Remove a record that could not be dispatched, and free its idempotency key."""
-        names = [self.keys.notification(notification_id)]
-        if idempotency_key:
-            names.append(self._idempotency_key(idempotency_key))
-        self.redis.delete(*names)
+        self.discard_all([(notification_id, idempotency_key)])
+
+    def discard_all(self, items: list[tuple[str, str | None]]) -> None:
+        """``discard`` each ``(notification id, idempotency key)``, in one round trip."""
+        names = [self.keys.notification(notification_id) for notification_id, _ in items]
+        names += [self._idempotency_key(key) for _, key in items if key]
+        if names:
+            self.redis.delete(*names)
 
     def load(self, notification_id: str) -> dict[str, str] | None:
         """The raw stored fields, or None when there is no such record."""
@@ -163,6 +267,43 @@ class NotificationStore:
     def begin(self, notification_id: str) -> None:
         """A channel's task starts: ``queued`` becomes ``sending`` (others stay)."""
         self._begin(keys=[self.keys.notification(notification_id)], args=[now_ms()])
+
+    def start(self, notification_id: str) -> dict[str, str] | None:
+        """``load`` and ``begin`` in one round trip: the stored fields as they were
+        before ``begin`` (None: no record; nothing is then written)."""
+        fields = self._start(keys=[self.keys.notification(notification_id)], args=[now_ms()])
+        return dict(zip(fields[0::2], fields[1::2], strict=True)) or None
+
+    def start_all(self, notification_ids: list[str]) -> list[dict[str, str] | None]:
+        """``start`` each of ``notification_ids``, in one round trip (a pipeline)."""
+        for attempt in range(2):
+            pipe = self.redis.pipeline(transaction=False)
+            for notification_id in notification_ids:
+                pipe.evalsha(self._start.sha, 1, self.keys.notification(notification_id),
+                             now_ms())
+            try:
+                answers = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:  # a restarted Redis; start is idempotent
+                if attempt:
+                    raise
+                self.redis.script_load(_START)
+        return [dict(zip(fields[0::2], fields[1::2], strict=True)) or None
+                for fields in answers]
+
+    def queue_dispatched(self, pipe: Any, notification_id: str, channel: str) -> None:
+        """Put ``dispatched`` into ``pipe`` (a pipeline of this store's client), to run
+        after what is already in it; its answer is the status it leaves, or None.
+
+        The script is called by its hash: a pipeline that meets NOSCRIPT (a restarted
+        Redis) is to be run again after ``load_scripts``.
+        """
+        pipe.evalsha(self._dispatched.sha, 1, self.keys.notification(notification_id),
+                     channel, now_ms())
+
+    def load_scripts(self) -> None:
+        """Load the scripts ``queue_dispatched`` calls by hash (after NOSCRIPT)."""
+        self.redis.script_load(_DISPATCHED)
 
     def dispatched(self, notification_id: str, channel: str) -> str | None:
         """Record that ``channel``'s task has run; answer the status it leaves (None:

@@ -25,6 +25,11 @@ Preferences = dict[str, dict[str, bool]]  # channel -> category -> on
 USER_CHANNELS: tuple[str, ...] = (INAPP, EMAIL)
 
 
+def field(channel: str, category: str) -> str:
+    """The hash field holding ``channel``'s setting for ``category`` (``0``: off)."""
+    return f"{channel}:{category}"
+
+
 def effective(stored: Preferences, categories: Iterable[str]) -> Preferences:
     """Every channel of ``USER_CHANNELS`` with every one of ``categories``: on unless
     ``stored`` turns it off. Stored pairs outside those are left out."""
@@ -44,14 +49,14 @@ class PreferenceStore:
     def get(self, user: str) -> Preferences:
         """What ``user`` set, by channel then category (unset pairs are on)."""
         out: Preferences = {}
-        for field, value in self.redis.hgetall(self.keys.preferences(user)).items():
-            channel, _, category = field.partition(":")
+        for name, value in self.redis.hgetall(self.keys.preferences(user)).items():
+            channel, _, category = name.partition(":")
             out.setdefault(channel, {})[category] = value == "1"
         return out
 
     def put(self, user: str, preferences: Preferences) -> Preferences:
         """Replace the preferences of ``user``; answer them as ``get`` would."""
-        fields = {f"{channel}:{category}": "1" if on else "0"
+        fields = {field(channel, category): "1" if on else "0"
                   for channel, categories in preferences.items()
                   for category, on in categories.items()}
         pipe = self.redis.pipeline(transaction=True)
@@ -63,12 +68,12 @@ class PreferenceStore:
 
     def turn_off(self, user: str, channel: str, category: str) -> None:
         """Turn ``channel`` off for ``category`` (the rest of the preferences stay)."""
-        self.redis.hset(self.keys.preferences(user), f"{channel}:{category}", "0")
+        self.redis.hset(self.keys.preferences(user), field(channel, category), "0")
 
     def opted_out(self, users: list[str], channel: str, category: str) -> set[str]:
         """Those of ``users`` who turned ``channel`` off for ``category``."""
         pipe = self.redis.pipeline(transaction=False)
         for user in users:
-            pipe.hget(self.keys.preferences(user), f"{channel}:{category}")
+            pipe.hget(self.keys.preferences(user), field(channel, category))
         return {user for user, value in zip(users, pipe.execute(), strict=True)
                 if value == "0"}

@@ -20,21 +20,28 @@ from typing import Any
 
 import redis
 
-from herald.event import encode_body
+from herald.errors import InvalidEvent
+from herald.event import MAX_DATA_BYTES, encode_body
 from herald.keys import Keys
 
-# A Lua function shared by every script that publishes; its caller supplies the keys.
+_LONGEST_TOPIC = 128  # the bound of herald.event.TOPIC_RULE
+
+# Lua functions shared by every script that publishes; its caller supplies the keys.
 # Ids are <ms>-<seq>: Redis' clock (never going back) and one sequence for the whole
 # deployment, so ids order all events of all topics and each is a valid stream id.
+# ``herald_publish`` publishes one event; a script publishing many reads the clock once
+# (``herald_clock``), takes its sequence numbers with one HINCRBY and calls
+# ``herald_append`` per event, in increasing id order.
 PUBLISH_FUNCTION = """
-local function herald_publish(clock, stream, floor, channel, rest, maxlen, ttl_ms)
+local function herald_clock(clock)
   local t = redis.call('TIME')
   local ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   local last_ms = tonumber(redis.call('HGET', clock, 'ms')) or 0
   if ms < last_ms then ms = last_ms end
-  local seq = redis.call('HINCRBY', clock, 'seq', 1)
   redis.call('HSET', clock, 'ms', string.format('%d', ms))
-  local id = string.format('%d-%d', ms, seq)
+  return ms
+end
+local function herald_append(stream, floor, channel, id, ms, rest, maxlen, ttl_ms)
   local envelope = '{"id":"' .. id .. '","ts":' .. string.format('%d', ms) .. ',' .. rest
   redis.call('XADD', stream, id, 'e', envelope)
   local trimmed = redis.call('XTRIM', stream, 'MAXLEN', '~', maxlen)
@@ -45,6 +52,11 @@ local function herald_publish(clock, stream, floor, channel, rest, maxlen, ttl_m
   end
   redis.call('PEXPIRE', stream, ttl_ms)
   redis.call('PUBLISH', channel, envelope)
+end
+local function herald_publish(clock, stream, floor, channel, rest, maxlen, ttl_ms)
+  local ms = herald_clock(clock)
+  local id = string.format('%d-%d', ms, redis.call('HINCRBY', clock, 'seq', 1))
+  herald_append(stream, floor, channel, id, ms, rest, maxlen, ttl_ms)
   return id
 end
 """
@@ -93,6 +105,23 @@ class Publisher:
         keys = [self.keys.clock, self.keys.stream(topic), self.keys.floor(topic)]
         args = [self.keys.channel(topic), rest, self.history_maxlen, self.history_ttl_ms]
         return keys, args
+
+
+def shared_rest(type: str, data: Any) -> str:
+    """What follows the topic in the envelope of events that differ only by topic.
+
+    ``'"topic":"' + topic + '",' + shared_rest(type, data)`` is ``encode_body(topic,
+    type, data)`` for every valid topic (the topic rule leaves nothing to escape), so a
+    fan-out encodes its data once, not once per topic.
+    Raises ``InvalidEvent`` as ``encode_body`` does (the size rule is checked with the
+    longest topic the rule allows).
+    """
+    body = encode_body("x", type, data)
+    shared = body[len('"topic":"x",'):]
+    # encode_body counts "{" + body; the body's one-byte topic may be _LONGEST_TOPIC.
+    if len(body.encode()) + _LONGEST_TOPIC > MAX_DATA_BYTES:
+        raise InvalidEvent("data", f"encoded event must be at most {MAX_DATA_BYTES} bytes")
+    return shared
 
 
 def _text(value: Any) -> str:

@@ -12,19 +12,30 @@ from collections.abc import Callable
 
 import redis
 
-_TAKE = """
-local rate, burst = tonumber(ARGV[1]), tonumber(ARGV[2])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'at')
-local tokens = tonumber(state[1]) or burst
-local at = tonumber(state[2]) or now
-tokens = math.min(burst, tokens + (now - at) * rate)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = (1 - tokens) / rate end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', tostring(now))
-redis.call('EXPIRE', KEYS[1], math.ceil(burst / rate) + 1)
-return tostring(wait)
+# herald_take(key, rate, burst, n): spend ``n`` tokens of the bucket at ``key``; answers
+# 0, or the seconds to wait. ``n`` is admitted once the bucket holds min(n, burst) tokens
+# and may leave it below zero: a batch larger than the burst passes on a full bucket, and
+# the caller's next sends wait until the debt is refilled, so over time no more than
+# ``rate`` per second pass. Other scripts include it (the API's submit script).
+TAKE_FUNCTION = """
+local function herald_take(key, rate, burst, n)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+  local state = redis.call('HMGET', key, 'tokens', 'at')
+  local tokens = tonumber(state[1]) or burst
+  local at = tonumber(state[2]) or now
+  tokens = math.min(burst, tokens + (now - at) * rate)
+  local need = math.min(n, burst)
+  if tokens < need then return (need - tokens) / rate end
+  tokens = tokens - n
+  redis.call('HSET', key, 'tokens', tostring(tokens), 'at', tostring(now))
+  redis.call('EXPIRE', key, math.ceil((burst - tokens) / rate) + 1)
+  return 0
+end
+"""
+
+_TAKE = TAKE_FUNCTION + """
+return tostring(herald_take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), 1))
 """
 
 

@@ -11,18 +11,20 @@ import sys
 
 import click
 
-SCENARIOS = ("fanout", "throughput", "routing", "slow")
-TARGETS = ("herald", "herald x2", "nchan", "flask-sse")
+SCENARIOS = ("fanout", "throughput", "routing", "slow", "notify")
+TARGETS = ("herald", "herald x2", "nchan", "flask-sse", "naive")
 
 
 @click.command()
 @click.argument("scenario", type=click.Choice([*SCENARIOS, "all", "report"]))
 @click.option("--quick", is_flag=True, help="Small sizes: a smoke run, not figures.")
-@click.option("--no-references", is_flag=True, help="Skip nginx+nchan and flask-sse.")
+@click.option("--no-references", is_flag=True,
+              help="Skip nginx+nchan, flask-sse and the naive Flask + Celery stack.")
 @click.option("--only", "only", multiple=True, type=click.Choice(TARGETS),
               help="Measure only these targets (repeatable).")
 def bench(scenario: str, quick: bool, no_references: bool, only: tuple[str, ...]) -> None:
-    """Benchmark the streamer (and the references) and update BENCHMARKS.md.
+    """Benchmark the streamer and the notification path (and the references) and update
+    BENCHMARKS.md.
 
     ``report`` only rewrites BENCHMARKS.md from the stored results.
     """

@@ -19,6 +19,11 @@
  * signal.  Latencies and completion are in microseconds, clamped at 0 when the sender's
  * clock is ahead.  Percentiles are nearest-rank.
  *
+ * With --per-seq every event carries a seq of its own (one notification, whichever
+ * connection it reaches): arrivals are counted per seq in any order, with no per-connection
+ * order check, and the result gets "per_seq" (arrivals and largest latency of each seq), so
+ * the caller can tell missing, duplicated and late events apart.
+ *
  * Stalled connections write "\r\n" every --stall-probe seconds (see probe_stalled), and
  * at the end every open connection is reset rather than closed (see reset_all).
  *
@@ -106,6 +111,7 @@ static int opt_rcvbuf;
 static int opt_concurrency = 1000;
 static const char *opt_out;
 static bool opt_fanout;
+static bool opt_per_seq;
 
 /* Run state and counters. */
 static struct {
@@ -373,7 +379,9 @@ static void dispatch(struct conn *c)
         g.lat_sum += lat;
     }
 
-    if (f & EV_SEQ) {
+    if ((f & EV_SEQ) && opt_per_seq) {
+        seq_track(c->ev_seq, has_lat, lat); /* duplicates count too: per_seq shows them */
+    } else if (f & EV_SEQ) {
         int64_t s = c->ev_seq;
         if (!c->have_seq) {
             c->have_seq = 1;
@@ -926,6 +934,18 @@ static uint32_t max_u32(const uint32_t *a, size_t n)
     return m;
 }
 
+/* --per-seq: arrivals and largest latency (us, -1 without "t") of every seq 0..seq_hi. */
+static void write_per_seq(FILE *f)
+{
+    fprintf(f, "  \"per_seq\": {\"count\": [");
+    for (int64_t s = 0; s <= g.seq_hi; s++)
+        fprintf(f, "%s%u", s ? "," : "", g.seq_cnt[s]);
+    fprintf(f, "], \"max_latency_us\": [");
+    for (int64_t s = 0; s <= g.seq_hi; s++)
+        fprintf(f, "%s%" PRId64, s ? "," : "", (int64_t)g.seq_lat[s] - 1);
+    fprintf(f, "]},\n");
+}
+
 static void write_result(int64_t end_mono, const char *end_reason)
 {
     char tmp[4096];
@@ -1027,6 +1047,8 @@ static void write_result(int64_t end_mono, const char *end_reason)
     else
         fprintf(f, "  \"first_seq\": {\"min\": null, \"max\": null},\n");
     fprintf(f, "  \"seq_untracked\": %" PRIu64 ",\n", g.seq_untracked);
+    if (opt_per_seq)
+        write_per_seq(f);
     fprintf(f, "  \"duration_s\": %.6f,\n",
             g.ready_at ? (double)(end_mono - g.ready_at) / 1e9 : 0.0);
     fprintf(f, "  \"end_reason\": \"%s\",\n", end_reason);
@@ -1125,7 +1147,7 @@ static void usage(void)
     fprintf(stderr,
             "usage: loadgen --port P --paths FILE --out FILE [--host H] [--conns N] [--expect E]\n"
             "               [--timeout S] [--connect-timeout S] [--stall K] [--stall-probe S]\n"
-            "               [--rcvbuf BYTES] [--concurrency C] [--fanout]\n");
+            "               [--rcvbuf BYTES] [--concurrency C] [--fanout] [--per-seq]\n");
     exit(2);
 }
 
@@ -1145,6 +1167,7 @@ static void parse_args(int argc, char **argv)
         {"concurrency", required_argument, NULL, 'c'},
         {"out", required_argument, NULL, 'o'},
         {"fanout", no_argument, NULL, 'f'},
+        {"per-seq", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, '?'},
         {NULL, 0, NULL, 0},
     };
@@ -1164,6 +1187,7 @@ static void parse_args(int argc, char **argv)
         case 'c': opt_concurrency = (int)parse_long(optarg, "--concurrency", 1, 1000000); break;
         case 'o': opt_out = optarg; break;
         case 'f': opt_fanout = true; break;
+        case 'q': opt_per_seq = true; break;
         default: usage();
         }
     }

@@ -36,29 +36,29 @@ COMPILER = "gcc"
 CFLAGS = ("-O2", "-Wall", "-Wextra")
 
 
-def build(force: bool = False) -> Path:
-    """Compile ``loadgen.c`` unless the binary exists and is newer than the source.
+def build(force: bool = False, source: Path = SOURCE, binary: Path = BINARY) -> Path:
+    """Compile ``source`` (``loadgen.c``) to ``binary`` unless it exists and is newer.
 
     Raises ``RuntimeError`` when gcc is missing or the compilation fails.
     """
-    if (not force and BINARY.exists()
-            and BINARY.stat().st_mtime >= SOURCE.stat().st_mtime):
-        return BINARY
+    if (not force and binary.exists()
+            and binary.stat().st_mtime >= source.stat().st_mtime):
+        return binary
     cc = shutil.which(COMPILER)
     if cc is None:
-        raise RuntimeError(f"cannot build {SOURCE.name}: C compiler {COMPILER!r} not found "
+        raise RuntimeError(f"cannot build {source.name}: C compiler {COMPILER!r} not found "
                            "on PATH (Debian: apt-get install gcc)")
-    BINARY.parent.mkdir(parents=True, exist_ok=True)
+    binary.parent.mkdir(parents=True, exist_ok=True)
     # Compile to a private name and rename, so a concurrent build never runs a half-written
     # binary.
-    tmp = BINARY.with_name(f".loadgen.{os.getpid()}.tmp")
-    proc = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(SOURCE)], capture_output=True,
+    tmp = binary.with_name(f".{binary.name}.{os.getpid()}.tmp")
+    proc = subprocess.run([cc, *CFLAGS, "-o", str(tmp), str(source)], capture_output=True,
                           text=True, check=False)
     if proc.returncode != 0:
         tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"{COMPILER} failed to build {SOURCE}:\n{proc.stderr}")
-    tmp.replace(BINARY)
-    return BINARY
+        raise RuntimeError(f"{COMPILER} failed to build {source}:\n{proc.stderr}")
+    tmp.replace(binary)
+    return binary
 
 
 def _fields(line: str) -> dict[str, str]:
@@ -74,14 +74,16 @@ class LoadGen:
     the first ``stall`` connections stop reading after their response head (they write a
     CRLF every ``stall_probe`` seconds so a server-side close becomes visible, see
     loadgen.c); ``rcvbuf`` sets SO_RCVBUF on the stalled sockets; ``fanout`` says every connection
-    gets the same stream, which makes ``incomplete_events`` meaningful.
+    gets the same stream, which makes ``incomplete_events`` meaningful; ``per_seq`` says
+    every event carries a seq of its own (a notification), counted per seq in any order
+    (the result's ``per_seq``: arrivals and largest latency of each).
     """
 
     def __init__(self, port: int, paths: list[str], conns: int, expect: int, *,
                  host: str = "127.0.0.1", timeout: float = 60.0,
                  connect_timeout: float = 30.0, stall: int = 0, rcvbuf: int | None = None,
                  fanout: bool = False, concurrency: int = 1000, stall_probe: float = 0.5,
-                 workdir: Path | None = None) -> None:
+                 workdir: Path | None = None, per_seq: bool = False) -> None:
         if not paths:
             raise ValueError("paths must not be empty")
         if any("\n" in p or "\r" in p for p in paths):
@@ -96,6 +98,7 @@ class LoadGen:
         self.stall = stall
         self.rcvbuf = rcvbuf
         self.fanout = fanout
+        self.per_seq = per_seq
         self.concurrency = concurrency
         self.stall_probe = stall_probe
         self._own_workdir = workdir is None
@@ -135,6 +138,8 @@ class LoadGen:
             cmd += ["--rcvbuf", str(self.rcvbuf)]
         if self.fanout:
             cmd.append("--fanout")
+        if self.per_seq:
+            cmd.append("--per-seq")
         return cmd
 
     def start(self) -> None:

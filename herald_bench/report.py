@@ -17,7 +17,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 DOCUMENT = ROOT / "BENCHMARKS.md"
-ORDER = ("fanout", "throughput", "routing", "slow", "replay")
+ORDER = ("fanout", "throughput", "routing", "slow", "replay", "notify")
 
 
 def machine() -> dict[str, Any]:
@@ -47,6 +47,11 @@ def ms(us: float | None) -> str:
     return "-" if us is None else f"{us / 1000:.1f}"
 
 
+def num(value: float | None) -> str:
+    """A figure already in its unit (ms), one decimal; "-" when none was measured."""
+    return "-" if value is None else f"{value:.1f}"
+
+
 def _load(machine: dict[str, Any]) -> str:
     load = machine.get("load_1m")
     return "" if load is None else f", load average {load:.1f} when it started"
@@ -59,7 +64,9 @@ def _rows(document: dict[str, Any]) -> list[dict[str, Any]]:
 def _problems(document: dict[str, Any]) -> list[str]:
     out = []
     for row in document["results"]:
-        if "missing" in row:
+        if "missing" in row and "kind" in row:  # one row of a stack (notify), not a target
+            out.append(f"- {row['target']} {row['kind']}: not measured, {row['missing']}")
+        elif "missing" in row:
             out.append(f"- {row['target']}: not measured, {row['missing']}")
         elif "error" in row:
             out.append(f"- {row['target']}: failed, {row['error']}")
@@ -150,8 +157,46 @@ def replay_table(document: dict[str, Any]) -> list[str]:
     return lines
 
 
+def notify_budget(row: dict[str, Any]) -> bool:
+    from herald_bench.notify import within_budget as check
+
+    return check(row)
+
+
+def notify_table(document: dict[str, Any]) -> list[str]:
+    lines = ["| stack | row | notifications/s asked | per request | recipients each "
+             "| accepted/s | delivered/s | API p50 ms | API p99 ms | end-to-end p50 ms "
+             "| end-to-end p99 ms | end-to-end max ms | last event after the answer p50 / max ms "
+             "| delivered exactly once | within budget | CPU s: API / worker / streamer / Redis "
+             "| poster CPU % |", "|" + "---|" * 17]
+    for r in _rows(document):
+        cpu = r["cpu_s"]
+        after = r.get("after_answer_ms")
+        last = f"{num(after['p50'])} / {num(after['max'])}" if after else "-"
+        lines.append(
+            f"| {r['target']} | {r['kind']} | {r['rate']:,.0f} | {r['batch'] or 1} | "
+            f"{r['recipients']} | {r['accepted_per_s']:,.0f} | {r['delivered_per_s']:,.0f} | "
+            f"{num(r['api_ms']['p50'])} | {num(r['api_ms']['p99'])} | "
+            f"{num(r['e2e_ms']['p50'])} | {num(r['e2e_ms']['p99'])} | "
+            f"{num(r['e2e_ms']['max'])} | "
+            f"{last} | "
+            f"{_exactly_once(r)} | {'yes' if notify_budget(r) else 'no'} "
+            f"({r['budget_ms']:.0f} ms) | {cpu.get('api', 0):.1f} / {cpu.get('worker', 0):.1f} / "
+            f"{cpu.get('streamer', 0):.1f} / {cpu.get('redis', 0):.1f} | "
+            f"{r['poster_cpu_percent']:.0f} |")
+    return lines
+
+
+def _exactly_once(r: dict[str, Any]) -> str:
+    text = f"{r['delivered']}/{r['accepted']}"
+    if r["exactly_once"]:
+        return f"{text} yes"
+    return (f"{text} NO (lost {r['lost']}, duplicates {r['duplicates']}, misrouted "
+            f"{r['misrouted']})")
+
+
 TABLES = {"fanout": fanout_table, "throughput": throughput_table, "routing": routing_table,
-          "slow": slow_table, "replay": replay_table}
+          "slow": slow_table, "replay": replay_table, "notify": notify_table}
 EXPLANATIONS = {
     "throughput": [
         "",
@@ -203,6 +248,35 @@ EXPLANATIONS = {
         "took 102 s. Now a replay is read a page at a time as its client reads, and "
         "stops with a `reset` at `HERALD_REPLAY_MAX_BYTES` (8 MiB by default).",
     ],
+    "notify": [
+        "",
+        "Two stacks in one run, one after the other, on the same Redis, with `herald run`'s "
+        "process counts: Herald (its API under gunicorn as `herald.stack.services` starts "
+        "it, 2 workers; its in-app Celery worker, concurrency 2; one streamer) and the naive "
+        "reference (`herald_bench/refs/naive_app.py`: Flask under gunicorn, 2 sync workers, "
+        "whose POST calls `task.delay()`; a Celery worker with default settings, "
+        "concurrency 2, publishing one Herald event per recipient: no auth, no records, no "
+        "inbox) in front of the same Herald streamer. The API key's rate limit is raised "
+        "for the run (one sender). Receivers: the C load generator, one SSE stream per "
+        "user on `user:<id>` (200 users; 1,000 for `wide`), each with its own token. "
+        "Senders: the C poster (`herald_bench/poster.c`, one epoll thread, keep-alive), "
+        "open loop: request i is due at i/rate, at most 32 in flight; a request that "
+        "finds none free waits, and its wait counts. Each notification carries the time "
+        "its POST was due in its `data`; end to end is that time to the client reading "
+        "the event (so a stack that falls behind cannot slow the sender and hide it). API "
+        "latency is from the POST sent to its answer. accepted/s and delivered/s are over "
+        "the time from the first POST due to the last answer / the last event (never less "
+        "than the schedule). Rows: `single`, one recipient per notification, one POST "
+        "each, rising rates until p99 passes 250 ms, then `single80` at 80% of the best "
+        "rate within budget; `steady`, 50 notifications/s; `batch`, `POST "
+        "/api/notifications/batch` with the shown number per request, rising rates until "
+        "p99 passes 500 ms; `wide`, one notification to 1,000 users at a time, 2 per "
+        "second: last event after the POST's answer. Within budget: every notification "
+        "accepted and delivered exactly once (no loss, duplicate or misrouting), at 90% "
+        "of the asked rate or better, p99 within the row's budget. CPU seconds are the "
+        "processes' own during the step (Redis': `INFO cpu`, whatever else uses it). "
+        "`wide` is within budget when the last event comes ≤ 100 ms (p50) after the answer.",
+    ],
     "slow": [
         "",
         "The stalled client (its receive buffer set to 4 KiB) stops reading after its "
@@ -215,6 +289,7 @@ TITLES = {
     "routing": "Per-user routing: one topic per client, 1,000 targeted events/s",
     "slow": "Slow consumer: 1,000 clients, one stops reading",
     "replay": "Replays to stalled clients: 20 resume from 0-0 on 4 topics of 250 events of 60 KB",
+    "notify": "The notification path: POST to a stack, event read by the client (issue 12)",
 }
 
 
@@ -226,7 +301,7 @@ def render(documents: dict[str, dict[str, Any]], verdicts: list[str]) -> str:
            "Latency is publish (stamped by the publisher just before it sends) to receipt "
            "by the client; fan-out completion is publish to the last client.", ""]
     if verdicts:
-        out += ["## Targets of issue 3", "", *verdicts, ""]
+        out += ["## Targets (issues 3, 9 and 12)", "", *verdicts, ""]
     for scenario in ORDER:
         document = documents.get(scenario)
         if not document:

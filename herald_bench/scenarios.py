@@ -40,13 +40,30 @@ class Sizes:
     slow_rate: int = 200
     slow_seconds: float = 10.0
     slow_padding: int = 2_000
+    # notify (issue 12): notifications POSTed to a stack, read by one stream per user
+    notify_users: int = 200
+    notify_rates: tuple[int, ...] = (50, 100, 150, 200, 250, 300, 400, 500, 600, 800,
+                                     1000, 1200, 1500, 2000)
+    notify_seconds: float = 8.0
+    notify_steady_rate: int = 50
+    notify_steady_seconds: float = 10.0
+    batch_size: int = 250
+    batch_rates: tuple[int, ...] = (1000, 2000, 3000, 4000, 5000, 6000, 8000)
+    batch_seconds: float = 5.0
+    wide_users: int = 1_000
+    wide_count: int = 20
+    wide_rate: float = 2.0
+    warmup_seconds: float = 2.0
 
     @classmethod
     def quick(cls) -> Sizes:
         return cls(fanout_conns=500, fanout_events=10, throughput_conns=200,
                    throughput_rates=(100, 300), throughput_seconds=2.0,
                    routing_conns=(200, 500), routing_rate=500, routing_seconds=2.0,
-                   slow_conns=100, slow_seconds=4.0)
+                   slow_conns=100, slow_seconds=4.0, notify_users=50,
+                   notify_rates=(20, 50), notify_seconds=2.0, notify_steady_seconds=2.0,
+                   batch_size=50, batch_rates=(200,), batch_seconds=2.0, wide_users=100,
+                   wide_count=4, warmup_seconds=1.0)
 
 
 Measure = Callable[[Run], dict[str, Any] | None]

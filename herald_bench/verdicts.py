@@ -84,7 +84,103 @@ def verdicts(documents: dict[str, dict[str, Any]]) -> list[str]:
                  "buffers and the Redis subscription stay on in every run: the bench starts "
                  "the production entry point, `python -m streamer`.")
     lines += _storm(fanout)
+    lines += notify_verdicts(documents.get("notify"))
     return lines
+
+
+NOTIFY_RATIO = 1.5
+STEADY_P50_MS = 8.0
+BATCH_RATE = 3_000
+WIDE_P50_MS = 100.0
+
+
+def _kind(document: dict[str, Any] | None, target: str, kind: str) -> list[dict[str, Any]]:
+    if not document:
+        return []
+    return [r for r in document["results"]
+            if r.get("target") == target and r.get("kind") == kind and "missing" not in r]
+
+
+def _best_notify(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from herald_bench.notify import within_budget as check
+
+    good = [r for r in rows if check(r)]
+    return max(good, key=lambda r: r["delivered_per_s"]) if good else None
+
+
+def notify_verdicts(document: dict[str, Any] | None) -> list[str]:
+    """Issue 12's four targets, from ``herald bench notify``."""
+    if not document:
+        return []
+    lines = [_single(document), _steady(document), _batch(document), _wide(document)]
+    if document.get("quick"):
+        lines = [f"{line} (a `--quick` run: smaller sizes, not figures)" for line in lines]
+    return lines
+
+
+def _single(document: dict[str, Any]) -> str:
+    ours = _best_notify(_kind(document, "herald", "single"))
+    theirs = _best_notify(_kind(document, "naive", "single"))
+    at80 = _kind(document, "herald", "single80")
+    head = (f"11. (issue 12) Single notifications: Herald ≥ {NOTIFY_RATIO}x the naive "
+            "stack's delivered/s, end-to-end p99 ≤ 250 ms at 80% of its best rate: ")
+    if ours is None or theirs is None:
+        who = "Herald" if ours is None else "the naive stack"
+        return head + f"**MISSED** ({who} kept no rate within the 250 ms p99 budget)"
+    ratio = ours["delivered_per_s"] / theirs["delivered_per_s"]
+    if at80:
+        p99 = at80[-1]["e2e_ms"]["p99"]
+        at = (f"p99 at 80% ({at80[-1]['rate']:,.0f}/s): "
+              f"{'-' if p99 is None else f'{p99:.0f}'} ms")
+    else:
+        at = "no step at 80%"
+    ok = ratio >= NOTIFY_RATIO and bool(at80) and _best_notify(at80[-1:]) is not None
+    return head + (f"**{_mark(ok)}** (Herald {ours['delivered_per_s']:,.0f}/s, naive "
+                   f"{theirs['delivered_per_s']:,.0f}/s: {ratio:.2f}x; {at})")
+
+
+def _steady(document: dict[str, Any]) -> str:
+    rows = _kind(document, "herald", "steady")
+    head = f"12. (issue 12) At 50 notifications/s, end-to-end p50 ≤ {STEADY_P50_MS:.0f} ms: "
+    if not rows or rows[-1]["e2e_ms"]["p50"] is None:
+        return head + "**MISSED** (nothing delivered)"
+    r, naive = rows[-1], _kind(document, "naive", "steady")
+    p50 = r["e2e_ms"]["p50"]
+    ok = p50 <= STEADY_P50_MS and r["exactly_once"] and r["accepted"] == r["count"]
+    other = (f"; naive {naive[-1]['e2e_ms']['p50']:.1f} ms"
+             if naive and naive[-1]["e2e_ms"]["p50"] is not None else "")
+    return head + f"**{_mark(ok)}** ({p50:.1f} ms{other})"
+
+
+def _batch(document: dict[str, Any]) -> str:
+    head = (f"13. (issue 12) Batch path: ≥ {BATCH_RATE:,} notifications/s delivered end to "
+            "end, p99 ≤ 500 ms: ")
+    missing = [r for r in document["results"]
+               if r.get("target") == "herald" and r.get("kind") == "batch" and "missing" in r]
+    if missing:
+        return head + f"**MISSED** (not measured: {missing[0]['missing']})"
+    rows = _kind(document, "herald", "batch")
+    best = _best_notify(rows)
+    if best is None:
+        return head + "**MISSED** (no rate within the 500 ms p99 budget)"
+    rate = best["delivered_per_s"]
+    return head + (f"**{_mark(rate >= BATCH_RATE)}** ({rate:,.0f}/s, p99 "
+                   f"{best['e2e_ms']['p99']:.0f} ms, {best['batch']} per request)")
+
+
+def _wide(document: dict[str, Any]) -> str:
+    rows = _kind(document, "herald", "wide")
+    head = (f"14. (issue 12) One notification to 1,000 streaming recipients: last delivery "
+            f"≤ {WIDE_P50_MS:.0f} ms p50 after the POST's answer: ")
+    if not rows or rows[-1].get("after_answer_ms", {}).get("p50") is None:
+        return head + "**MISSED** (nothing delivered)"
+    r, naive = rows[-1], _kind(document, "naive", "wide")
+    p50 = r["after_answer_ms"]["p50"]
+    ok = p50 <= WIDE_P50_MS and r["exactly_once"] and r["accepted"] == r["count"]
+    other = (f"; naive {naive[-1]['after_answer_ms']['p50']:.0f} ms"
+             if naive and naive[-1].get("after_answer_ms", {}).get("p50") is not None else "")
+    return head + (f"**{_mark(ok)}** ({p50:.0f} ms p50 over {r['count']} notifications to "
+                   f"{r['recipients']} recipients{other})")
 
 
 def _storm(fanout: list[dict[str, Any]]) -> list[str]:
@@ -131,6 +227,8 @@ def _slow(document: dict[str, Any] | None) -> list[str]:
 
 def ratios(scenario: str, rows: list[dict[str, Any]]) -> list[str]:
     """Herald's headline figure divided by each reference's, for this scenario."""
+    if scenario == "notify":
+        return _notify_ratios(rows)
     measured = [r for r in rows if "conns" in r]
     herald = [r for r in measured if r["target"] == "herald"]
     if not herald:
@@ -168,3 +266,15 @@ def _ratio(scenario: str, ours: list[dict[str, Any]], theirs: list[dict[str, Any
     return (f"- vs {name}: {what} {ms(ours_p99)} ms vs {ms(theirs_p99)} ms ({speed}); "
             f"RSS per connection {a['rss_per_conn_kb']:.1f} vs {b['rss_per_conn_kb']:.1f} KB; "
             f"delivered {a['events_received']} vs {b['events_received']}")
+
+
+def _notify_ratios(rows: list[dict[str, Any]]) -> list[str]:
+    document = {"results": rows}
+    ours = _best_notify(_kind(document, "herald", "single"))
+    theirs = _best_notify(_kind(document, "naive", "single"))
+    if not ours or not theirs:
+        return []
+    return [f"- vs naive: best single-notification rate within the 250 ms p99 budget, "
+            f"delivered {ours['delivered_per_s']:,.0f}/s vs {theirs['delivered_per_s']:,.0f}/s "
+            f"({ours['delivered_per_s'] / theirs['delivered_per_s']:.2f}x; asked "
+            f"{ours['rate']:,.0f}/s vs {theirs['rate']:,.0f}/s)"]

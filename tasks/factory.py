@@ -83,13 +83,15 @@ def services_of(task: Task) -> Services:
 
 
 class NotificationTask(Task):
-    """A task of one notification's channel (``notification_id``): marks the
-    notification ``failed``, with the reason, once its retries are exhausted."""
+    """A task of one notification's channel (``notification_id``), or of several
+    (``notification_ids``): marks each notification ``failed``, with the reason, once
+    its retries are exhausted."""
 
     def on_failure(self, exc: BaseException, task_id: str, args: tuple, kwargs: dict,
                    einfo: Any) -> None:
-        notification_id = kwargs.get("notification_id") or (args[0] if args else None)
-        if notification_id:
+        ids = kwargs.get("notification_ids") or [
+            kwargs.get("notification_id") or (args[0] if args else None)]
+        for notification_id in filter(None, ids):
             try:
                 services_of(self).notifications.set_status(notification_id, FAILED,
                                                            f"{type(exc).__name__}: {exc}")

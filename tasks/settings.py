@@ -65,7 +65,7 @@ def celery_settings(config: Config) -> dict[str, Any]:
 def routes(keys: Keys) -> dict[str, dict[str, str]]:
     """Celery's ``task_routes``: each channel's tasks to the channel's queue."""
     inapp = {"queue": keys.channel_queue(INAPP)}
-    table = {"herald.send_notification": inapp}
+    table = {"herald.send_notification": inapp, "herald.send_notifications": inapp}
     for channel in CHANNELS:
         table[f"herald.{channel}.*"] = {"queue": keys.channel_queue(channel)}
     return table

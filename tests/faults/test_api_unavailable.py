@@ -24,6 +24,8 @@ ENDPOINT = "wh_01M8FXDK8WXPWT8MAE5X1406RT"
 ENDPOINTS = [
     ("POST", "/api/notifications", "/api/notifications",
      {"recipients": ["alice"], "title": "Hi"}, "key"),
+    ("POST", "/api/notifications/batch", "/api/notifications/batch",
+     {"items": [{"recipients": ["alice"], "title": "Hi"}]}, "key"),
     ("GET", "/api/notifications/<notification_id>",
      "/api/notifications/n_01M8FXDK8WXPWT8MAE5X1406RT", None, "key"),
     ("GET", "/api/users/<user>/notifications", "/api/users/alice/notifications", None,
@@ -128,6 +130,8 @@ def test_a_job_or_notification_the_broker_refuses_stores_and_publishes_nothing(
             ("/api/jobs", {"kind": "demo.countdown", "owner": "alice",
                            "params": {"steps": 1, "interval": 0}}),
             ("/api/notifications", {"recipients": ["alice"], "title": "Hi"}),
+            ("/api/notifications/batch", {"items": [{"recipients": ["alice"], "title": "Hi"},
+                                                    {"recipients": ["bob"], "title": "Yo"}]}),
         ]:
             answer = httpx.post(url + path, json=body, timeout=30,
                                 headers={"Authorization": f"Bearer {key}"})
@@ -144,5 +148,5 @@ def test_a_job_or_notification_the_broker_refuses_stores_and_publishes_nothing(
     assert rdb.keys(keys.inbox("*")) == [] and broker_db.keys("*") == []
     log = process.log()
     warnings = [line for line in log.splitlines() if "503, broker unavailable" in line]
-    assert len(warnings) == 2 and all(" WARNING " in line for line in warnings), log
+    assert len(warnings) == 3 and all(" WARNING " in line for line in warnings), log
     assert "Traceback" not in log, log

@@ -17,7 +17,7 @@ from tests.conftest import ROOT, start_worker, wait_until
 
 pytestmark = pytest.mark.faults
 
-RECIPIENTS = 3000
+RECIPIENTS = 30000  # enough work that the kill lands mid-task (3,000 take ~60 ms now)
 SUBMIT = """
 from herald import config, services
 from herald.notifications import NewNotification

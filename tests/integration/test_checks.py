@@ -17,7 +17,8 @@ def test_before_sentinel_returns_what_arrived_before_it(subscribe, before_sentin
     assert [e.id for e in before_sentinel(bob, "user:bob")] == [leaked]
 
 
-def test_changes_catch_a_publish_a_stored_key_and_a_dispatch(api, rdb, broker_db, config):
+def test_changes_catch_a_publish_a_stored_key_and_a_dispatch(api, rdb, broker_db, config,
+                                                              worker, wait_idle):
     published = Changes(rdb, broker_db, config)
     publish("room:1", "published")
     assert any("published on" in change for change in published.found())
@@ -31,6 +32,7 @@ def test_changes_catch_a_publish_a_stored_key_and_a_dispatch(api, rdb, broker_db
                     json={"recipients": ["alice"], "title": "x"}).status_code == 202
     found = dispatched.found()  # whether or not a worker has taken the task yet
     assert any("task.sent" in change for change in found), found
+    wait_idle()  # the worker's events of this task belong to this test, not the next
 
 
 def test_changes_find_nothing_when_nothing_happens(rdb, broker_db, config):

@@ -38,6 +38,12 @@ def test_real_answers_match_the_document(spec, api, api_url, mint, services):
     sent = api.post("/api/notifications",
                     json={"recipients": ["alice"], "title": "Hi", "data": {"k": [1]}})
     _check(spec, "/api/notifications", "POST", sent)
+    batch = api.post("/api/notifications/batch", json={"items": [
+        {"recipients": ["bob"], "title": "Hi", "idempotency_key": "b-1"},
+        {"recipients": ["bob"], "title": ""}]})
+    _check(spec, "/api/notifications/batch", "POST", batch)
+    _check(spec, "/api/notifications/batch", "POST",
+           api.post("/api/notifications/batch", json={"items": []}))
     notification_id = sent.json()["id"]
     status_url = f"/api/notifications/{notification_id}"
     wait_until(lambda: api.get(status_url).json()["status"] == "delivered", what="delivery")

@@ -15,7 +15,7 @@ def test_bench_is_registered_as_a_plugin_and_listed():
     assert shown.exit_code == 0 and "bench " in shown.output
     helped = CliRunner().invoke(cli.main, ["bench", "--help"])
     assert helped.exit_code == 0, helped.output
-    assert "fanout|throughput|routing|slow|all|report" in helped.output
+    assert "fanout|throughput|routing|slow|notify|all|report" in helped.output
 
 
 def test_a_plugin_that_cannot_be_imported_says_why_when_run(monkeypatch):

@@ -74,3 +74,25 @@ def test_malformed_envelopes_are_rejected():
     for raw in ("[]", "{}", '{"id": "1-1"}', "nope"):
         with pytest.raises(ValueError):
             Event.from_json(raw)
+
+
+def test_shared_rest_is_encode_body_after_the_topic():
+    from herald.publisher import shared_rest
+
+    data = {"title": "é ✓", "n": [1, 2.5, None], "s": 'a"b\\c\n</script>'}
+    shared = shared_rest("notification", data)
+    for topic in ("user:alice", "news", "a" * 128):
+        assert f'"topic":"{topic}",{shared}' == encode_body(topic, "notification", data)
+
+
+def test_shared_rest_refuses_what_the_longest_topic_would_make_too_big():
+    from herald.event import MAX_DATA_BYTES
+    from herald.publisher import shared_rest
+
+    longest = MAX_DATA_BYTES - 1 - len(encode_body("a" * 128, "t", ""))
+    encode_body("a" * 128, "t", "x" * longest)
+    shared_rest("t", "x" * longest)
+    with pytest.raises(InvalidEvent):
+        encode_body("a" * 128, "t", "x" * (longest + 1))
+    with pytest.raises(InvalidEvent):
+        shared_rest("t", "x" * (longest + 1))
