@@ -18,6 +18,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
@@ -170,3 +172,19 @@ class Stack:
             self.exit_code = self.run.wait(30)
             self.recorder.shutdown()
         return self.exit_code
+
+
+@contextmanager
+def started(args: list[str], **options: object) -> Iterator[Stack]:
+    """``herald <args>`` (a ``Stack``), once its API and streamer answer and its banner is
+    printed; stopped on exit, whatever happened."""
+    from tests.conftest import wait_until
+
+    running = Stack(args, **options)  # type: ignore[arg-type]
+    try:
+        wait_until(lambda: running.up("api") and running.up("streamer"), 90, every=0.3,
+                   what="the stack")
+        wait_until(lambda: "Herald is running" in running.log(), 60, what="the banner")
+        yield running
+    finally:
+        running.stop()

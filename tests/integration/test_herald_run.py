@@ -31,7 +31,7 @@ from herald.notifications import NewNotification
 from tasks.factory import make_celery
 from tasks.outbound import dispatch_task_name
 from tests.conftest import wait_until
-from tests.stack import HERALD, Recorder, Stack, alive, command_line, get
+from tests.stack import HERALD, Recorder, Stack, alive, command_line, get, started
 
 pytestmark = pytest.mark.slow
 # Direct children of `herald run --workers 2`, told apart by their command lines.
@@ -43,14 +43,8 @@ NODES = ("herald-1@", "herald-2@", "outbound@")
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    running = Stack(["run", "--workers", "2"], workers=2)
-    try:
-        wait_until(lambda: running.up("api") and running.up("streamer"), 90, every=0.3,
-                   what="the stack")
-        wait_until(lambda: "Herald is running" in running.log(), 60, what="the banner")
+    with started(["run", "--workers", "2"], workers=2) as running:
         yield running
-    finally:
-        running.stop()
 
 
 def test_serves_with_embedded_redis_and_flower_sees_its_workers_and_tasks(stack):

@@ -24,7 +24,7 @@ from herald import services as herald_services
 from herald.stack import free_port
 from tests.conftest import Process, wait_until
 from tests.sse import SSEClient
-from tests.stack import Stack
+from tests.stack import Stack, started
 
 PROMETHEUS = shutil.which("prometheus")
 pytestmark = [
@@ -39,17 +39,11 @@ CLIENTS = 6
 def stack() -> Iterator[Stack]:
     # A small buffer per client, so a stalled one is dropped after a few events, and a
     # short write timeout, so its connection is closed soon after.
-    running = Stack(["run", "--streamers", "2"], streamers=2,
-                    extra={"HERALD_CLIENT_BUFFER": str(64 * 1024),
-                           "HERALD_SEND_BUFFER": str(16 * 1024),
-                           "HERALD_WRITE_TIMEOUT": "1"})
-    try:
-        wait_until(lambda: running.up("api") and running.up("streamer"), 90, every=0.3,
-                   what="the stack")
-        wait_until(lambda: "Herald is running" in running.log(), 60, what="the banner")
+    with started(["run", "--streamers", "2"], streamers=2,
+                 extra={"HERALD_CLIENT_BUFFER": str(64 * 1024),
+                        "HERALD_SEND_BUFFER": str(16 * 1024),
+                        "HERALD_WRITE_TIMEOUT": "1"}) as running:
         yield running
-    finally:
-        running.stop()
 
 
 class Prometheus:
