@@ -461,21 +461,34 @@ def _size(db: redis.Redis, key: str) -> int:
         kind, lambda _key: 1)(key)
 
 
+def _embedded_redis(directory: Path) -> Iterator[object]:
+    from herald.embedded import EmbeddedRedis
+
+    server = EmbeddedRedis(free_port(), directory)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture
 def own_redis(tmp_path: Path) -> Iterator[object]:
     """A redis-server of the test's own, append-only, on a spare port: tests restart it."""
-    from herald.embedded import EmbeddedRedis
+    yield from _embedded_redis(tmp_path / "redis")
 
-    server = EmbeddedRedis(free_port(), tmp_path / "redis")
-    server.start()
-    yield server
-    server.stop()
+
+@pytest.fixture(scope="module")
+def module_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A redis-server of the test module's own, for a stack that serves all its tests."""
+    yield from _embedded_redis(tmp_path_factory.mktemp("redis"))
 
 
 @pytest.fixture(scope="session")
 def own_env(child_env: dict[str, str]) -> Callable[..., dict[str, str]]:
     """``own_env(server, **settings)``: the child environment pointed at ``server`` (an
-    ``own_redis``: data in database 0, broker in 1), with ``settings`` added."""
+    ``own_redis`` or ``module_redis``: data in database 0, broker in 1), with
+    ``settings`` added."""
     def make(server: object, **settings: str) -> dict[str, str]:
         url = server.url  # type: ignore[attr-defined]
         return {**child_env, "REDIS_URL": url, "CELERY_BROKER_URL": url[:-1] + "1",

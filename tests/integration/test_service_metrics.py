@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import httpx
 import psutil
@@ -24,7 +23,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from herald import config as herald_config
 from herald import services as herald_services
-from herald.embedded import EmbeddedRedis
 from herald.keys import Keys
 from herald.services import Services
 from herald.stack import free_port
@@ -74,13 +72,9 @@ def _metrics_url(port: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def stack(child_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
-    server = EmbeddedRedis(free_port(), Path(tmp_path_factory.mktemp("metrics-redis")))
-    server.start()
-    url = server.url
-    env = {**child_env, **FAST, "REDIS_URL": url, "CELERY_BROKER_URL": url[:-1] + "1",
-           "HERALD_PUBLISH_RATE": "0.01", "HERALD_PUBLISH_BURST": "3"}
+def stack(module_redis: object, own_env: Callable[..., dict[str, str]]) -> Iterator[Stack]:
+    env = own_env(module_redis, **FAST, HERALD_PUBLISH_RATE="0.01",
+                  HERALD_PUBLISH_BURST="3")
     keys = Keys(env["HERALD_PREFIX"])
     ports = [free_port() for _ in range(3)]
     started: list[Process] = []
@@ -96,11 +90,10 @@ def stack(child_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
                                     queues=[keys.channel_queue("webhook")]))
         svc = herald_services.build(herald_config.load(env))
         yield Stack(env, api, api_url, *(_metrics_url(p) for p in ports), svc,
-                    redis.Redis.from_url(url))
+                    redis.Redis.from_url(env["REDIS_URL"]))
     finally:
         for process in started:
             process.stop()
-        server.stop()
 
 
 @pytest.fixture

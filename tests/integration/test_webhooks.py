@@ -16,10 +16,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -32,9 +31,7 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from herald import config as herald_config
 from herald import services as herald_services
 from herald.deliveries import delivery_id
-from herald.embedded import EmbeddedRedis
 from herald.services import Services
-from herald.stack import free_port
 from tests.conftest import Process, start_api, start_worker, wait_until
 
 # Small settings, so every retry of a test happens within seconds.
@@ -176,20 +173,16 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(child_env: dict[str, str], tmp_path_factory: pytest.TempPathFactory
-          ) -> Iterator[Stack]:
-    server = EmbeddedRedis(free_port(), Path(tmp_path_factory.mktemp("webhook-redis")))
-    server.start()
-    url = server.url
-    env = {**child_env, "REDIS_URL": url, "CELERY_BROKER_URL": url[:-1] + "1"}
+def stack(module_redis: object, own_env: Callable[..., dict[str, str]]) -> Iterator[Stack]:
+    env = own_env(module_redis)
     api, api_url = start_api(env, name="webhook-api")
     svc = herald_services.build(herald_config.load(env))
-    dbs = (redis.Redis.from_url(url), redis.Redis.from_url(env["CELERY_BROKER_URL"]))
+    dbs = (redis.Redis.from_url(env["REDIS_URL"]),
+           redis.Redis.from_url(env["CELERY_BROKER_URL"]))
     try:
         yield Stack(env, api_url, svc, dbs)
     finally:
         api.stop()
-        server.stop()
 
 
 @pytest.fixture
