@@ -30,7 +30,7 @@ from api.schemas import (
     WebhookIn,
 )
 from herald.channels import OUTBOUND
-from herald.deliveries import DELIVERY_ID_RULE
+from herald.deliveries import DELIVERY_ID_RULE, STATES
 from herald.event import USER_RULE
 from herald.ids import id_rule
 from herald.unsubscribe import TOKEN_RULE
@@ -93,8 +93,7 @@ class BatchAccepted(Out):
     items: list[BatchItemAccepted | BatchItemRefused]
 
 
-DeliveryState = Literal["pending", "sending", "sent", "skipped", "retrying", "failed",
-                        "dead"]
+DeliveryState = Literal[STATES]  # type: ignore[valid-type]  # herald.deliveries' states
 
 
 class InappDelivery(Out):

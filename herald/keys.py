@@ -152,11 +152,6 @@ class Keys:
         """Redis broker: kombu's ``global_keyprefix``, put before each of its keys and channels."""
         return f"{self.prefix}:celery:"
 
-    @property
-    def task_queue_key(self) -> str:
-        """Redis broker: the list holding the tasks waiting in ``task_queue``."""
-        return self.queue_key(self.task_queue)
-
     def queue_key(self, queue: str) -> str:
         """Redis broker: the list holding the tasks waiting in ``queue``."""
         return self.broker_keyprefix + queue

@@ -88,13 +88,6 @@ end
 return answer
 """
 
-# KEYS: record; ARGV: now
-_BEGIN = """
-if redis.call('HGET', KEYS[1], 'status') ~= 'queued' then return 0 end
-redis.call('HSET', KEYS[1], 'status', 'sending', 'updated_at', ARGV[1])
-return 1
-"""
-
 # KEYS: record; ARGV: now. A channel's task starts: the record's fields as they were
 # (none: no record), and ``queued`` becomes ``sending``.
 _START = """
@@ -185,7 +178,6 @@ class NotificationStore:
         self._create = redis_client.register_script(_CREATE)
         self._submit = redis_client.register_script(_SUBMIT)
         self._set_status = redis_client.register_script(_SET_STATUS)
-        self._begin = redis_client.register_script(_BEGIN)
         self._dispatched = redis_client.register_script(_DISPATCHED)
         self._start = redis_client.register_script(_START)
 
@@ -264,13 +256,10 @@ class NotificationStore:
                                 args=[status, now_ms(), error])
         return bool(done)
 
-    def begin(self, notification_id: str) -> None:
-        """A channel's task starts: ``queued`` becomes ``sending`` (others stay)."""
-        self._begin(keys=[self.keys.notification(notification_id)], args=[now_ms()])
-
     def start(self, notification_id: str) -> dict[str, str] | None:
-        """``load`` and ``begin`` in one round trip: the stored fields as they were
-        before ``begin`` (None: no record; nothing is then written)."""
+        """A channel's task starts: the stored fields as they were, read in the same
+        round trip that turns ``queued`` into ``sending`` (None: no record; nothing is
+        then written)."""
         fields = self._start(keys=[self.keys.notification(notification_id)], args=[now_ms()])
         return dict(zip(fields[0::2], fields[1::2], strict=True)) or None
 

@@ -402,8 +402,8 @@ def _tasks(notifications: list[tuple[str, NewNotification]]) -> list[TaskMessage
     tasks = [_inapp_task(group) for group in _groups(inapp)]
     for notification_id, new in notifications:
         for channel in sorted(set(new.channels) - {INAPP}):
-            name, task_id = channel_task(channel, notification_id)
-            tasks.append((name, task_id, {"notification_id": notification_id}))
+            tasks.append((dispatch_task_name(channel), f"{notification_id}.{channel}",
+                          {"notification_id": notification_id}))
     return tasks
 
 
@@ -433,10 +433,3 @@ def _send_batch(celery: Celery, tasks: list[TaskMessage]) -> None:
     with celery.producer_or_acquire() as producer, producer.batch(max_size=2 * len(tasks)):
         for name, task_id, kwargs in tasks:
             celery.send_task(name, kwargs=kwargs, task_id=task_id, producer=producer)
-
-
-def channel_task(channel: str, notification_id: str) -> tuple[str, str]:
-    """The name and task id of ``channel``'s task for ``notification_id``."""
-    if channel == INAPP:
-        return SEND_NOTIFICATION, notification_id
-    return dispatch_task_name(channel), f"{notification_id}.{channel}"

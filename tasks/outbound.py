@@ -129,12 +129,11 @@ def dispatch(svc: Services, channel: Channel, notification_id: str,
              send: Callable[[str], Any]) -> int:
     """Record the notification's deliveries over ``channel`` and ``send`` each that is
     still due (created now, or left ``pending`` by an earlier run); answer how many."""
-    notification = svc.notifications.load(notification_id)
+    notification = svc.notifications.start(notification_id)  # read, marked sending
     if notification is None:
         log.warning("notification %s has no record (expired or discarded); no %s",
                     notification_id, channel.name)
         return 0
-    svc.notifications.begin(notification_id)
     due = 0
     for target in channel.targets(svc, notification):
         state = SKIPPED if target.skip else PENDING
