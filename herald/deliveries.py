@@ -137,6 +137,15 @@ class DeliveryStore:
                   self.retention])
         return did, existing or None
 
+    def annotate(self, did: str, name: str, value: str) -> None:
+        """Keep ``name: value`` on a delivery's record, for its channel to read."""
+        self.redis.hset(self.keys.delivery(did), name, value)
+
+    def discard(self, notification_id: str, did: str) -> None:
+        """Remove a delivery that could not be sent, and its notification's index of
+        deliveries."""
+        self.redis.delete(self.keys.delivery(did), self.keys.deliveries_of(notification_id))
+
     def load(self, did: str) -> dict[str, str] | None:
         """The raw stored fields, or None."""
         return self.redis.hgetall(self.keys.delivery(did)) or None

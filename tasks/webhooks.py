@@ -206,13 +206,13 @@ def send_test(svc: Services, celery: Celery, endpoint: Endpoint) -> SentTest:
                           data={"endpoint": endpoint.id})
     created = svc.notifications.create(new)
     delivery_id, _ = svc.deliveries.create(created.id, WEBHOOK, endpoint.id)
-    svc.redis.hset(svc.keys.delivery(delivery_id), TYPE_FIELD, TEST_TYPE)
+    svc.deliveries.annotate(delivery_id, TYPE_FIELD, TEST_TYPE)
     try:
         celery.send_task(send_task_name(WEBHOOK), kwargs={"delivery_id": delivery_id},
                          task_id=delivery_id)
     except OperationalError as exc:
         svc.notifications.discard(created.id)
-        svc.redis.delete(svc.keys.delivery(delivery_id), svc.keys.deliveries_of(created.id))
+        svc.deliveries.discard(created.id, delivery_id)
         raise DispatchError(f"broker unavailable: {exc}") from exc
     svc.notifications.dispatched(created.id, WEBHOOK)  # its one delivery is queued
     return SentTest(created.id, delivery_id)
